@@ -1,0 +1,5 @@
+"""`python -m denselab` runs the command-line interface."""
+
+from denselab.cli import main
+
+main()

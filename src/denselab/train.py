@@ -1,0 +1,241 @@
+"""Train a spec on a dataset: seeding, the exercise's early-stop callback, timing, saving.
+
+A run's files live in one directory: `model.keras`, `history.json` (loss, accuracy and
+seconds per epoch) and `metrics.json` (configuration and test metrics). `metrics.json`
+also tells `evaluate` and `predict` how the model's inputs were normalized.
+"""
+
+import json
+import os
+import secrets
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from denselab.data import Dataset, check_dataset_name, check_normalization, normalize
+from denselab.errors import BadInput
+from denselab.evaluate import Evaluation, evaluate_model
+from denselab.model import LEARNING_RATE, ModelSpec, build_model, load_model
+from denselab.outputs import prepare_output_dir, temporary_sibling, write_json_atomically
+from denselab.predict import DensePredictor
+
+MODEL_FILE, HISTORY_FILE, METRICS_FILE = "model.keras", "history.json", "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; the defaults are the exercise's."""
+
+    epochs: int = 5  # the exercise trains for 5 epochs
+    batch_size: int = 32  # Keras's default, which the exercise uses
+    learning_rate: float = LEARNING_RATE
+    normalization: str = "scale"  # /255.0 as in the exercise; "none" for its raw-pixel experiment
+    seed: int | None = None  # None: a random seed, recorded so the run can be repeated
+    stop_at_accuracy: float | None = None  # the exercise's callback: stop once accuracy > this...
+    min_epochs: int = 2  # ...but never before this many epochs
+    # Batches per compiled call. It changes speed only: the batches, their order and the
+    # updates are the same as with 1 (see tests/test_train.py).
+    steps_per_execution: int = 64
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "min_epochs", "steps_per_execution"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise BadInput(f"learning-rate must be > 0, got {self.learning_rate!r}")
+        if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
+            raise BadInput(f"stop-at-accuracy must be in (0, 1], got {self.stop_at_accuracy!r}")
+        check_normalization(self.normalization)
+
+    def with_seed(self) -> "TrainConfig":
+        """This config with a concrete seed: the given one, or a fresh random one."""
+        return self if self.seed is not None else replace(self, seed=secrets.randbelow(2**31))
+
+
+def accuracy_threshold_stop(threshold: float, min_epochs: int = 2):
+    """The exercise's callback: stop once training accuracy exceeds `threshold`, not before `min_epochs`.
+
+    The exercise stops "once accuracy passes 0.86 but not before epoch 2": a first epoch
+    that is already above the threshold does not end training.
+    """
+    import keras
+
+    class AccuracyThresholdStop(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.threshold, self.min_epochs = threshold, min_epochs
+            self.stopped_epoch_ = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs_done = epoch + 1
+            if epochs_done >= self.min_epochs and (logs or {}).get("accuracy", 0.0) > self.threshold:
+                self.stopped_epoch_ = epochs_done
+                self.model.stop_training = True
+
+    return AccuracyThresholdStop()
+
+
+# (epoch 1-based, batches done, batches per epoch, logs) -> None
+ProgressFn = Callable[[int, int, int, dict], None]
+
+
+def _history_callback(history: list, steps_per_epoch: int, on_progress: ProgressFn | None):
+    """A callback that records loss, accuracy and wall time per epoch and reports progress."""
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            # Keras passes on_train_batch_end no epoch number; keep it here.
+            self.current_epoch = epoch + 1
+            self.started = time.perf_counter()
+            if on_progress:
+                on_progress(self.current_epoch, 0, steps_per_epoch, {})
+
+        def on_train_batch_end(self, batch, logs=None):
+            if on_progress:
+                on_progress(self.current_epoch, batch + 1, steps_per_epoch, {})
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "seconds": seconds}
+            history.append(record)
+            if on_progress:
+                on_progress(epoch + 1, steps_per_epoch, steps_per_epoch, record)
+
+    return EpochRecorder()
+
+
+@dataclass
+class TrainingRun:
+    """A trained model with its configuration, history and test metrics."""
+
+    spec: ModelSpec
+    config: TrainConfig
+    dataset_name: str
+    dataset_source: str
+    model: object = field(repr=False)
+    history: list[dict]
+    evaluation: Evaluation
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Median epoch time, leaving out the first epoch (it includes compilation) when others ran."""
+        seconds = [record["seconds"] for record in self.history]
+        return statistics.median(seconds[1:] or seconds)
+
+    def summary(self) -> dict:
+        """What `denselab train --json` prints and metrics.json holds."""
+        return {
+            "model": self.spec.name,
+            "hidden_units": list(self.spec.hidden_units),
+            "activation": self.spec.activation,
+            "params": self.spec.parameter_count(),
+            "dataset": self.dataset_name,
+            "dataset_source": self.dataset_source,
+            "keras_backend": _keras_backend(),
+            **{key: value for key, value in asdict(self.config).items()},
+            "epochs_run": self.epochs_run,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "test_accuracy": self.evaluation.test_accuracy,
+            "test_loss": self.evaluation.test_loss,
+            "history": self.history,
+        }
+
+
+def _keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def train(
+    spec: ModelSpec,
+    dataset: Dataset,
+    config: TrainConfig = TrainConfig(),
+    on_progress: ProgressFn | None = None,
+) -> TrainingRun:
+    """Build `spec`, train it on the dataset's training split and evaluate it on the test split.
+
+    Seeds Python's, NumPy's and the backend's generators with `config.seed` (a random
+    seed when None, recorded in the result), so the same seed gives the same run on the
+    same machine and backend.
+    """
+    import keras
+
+    config = config.with_seed()
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(spec, config.learning_rate, config.steps_per_execution)
+    train_inputs = normalize(dataset.train_images, config.normalization)
+    train_labels = dataset.train_labels.astype("int32")
+    steps_per_epoch = -(-len(train_labels) // config.batch_size)
+    history: list[dict] = []
+    callbacks = [_history_callback(history, steps_per_epoch, on_progress)]
+    if config.stop_at_accuracy is not None:
+        callbacks.append(accuracy_threshold_stop(config.stop_at_accuracy, config.min_epochs))
+    model.fit(
+        train_inputs, train_labels,
+        epochs=config.epochs, batch_size=config.batch_size,
+        callbacks=callbacks, verbose=0,
+    )
+    predictor = DensePredictor.from_keras(model, config.normalization)
+    evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
+    return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
+
+
+def save_run(run: TrainingRun, out_dir: Path) -> Path:
+    """Write model.keras, history.json and metrics.json into `out_dir`, each atomically."""
+    out_dir = prepare_output_dir(out_dir)
+    temporary = temporary_sibling(out_dir / MODEL_FILE)
+    try:
+        run.model.save(temporary)
+        os.replace(temporary, out_dir / MODEL_FILE)
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_json_atomically(out_dir / HISTORY_FILE, run.history)
+    summary = run.summary()
+    summary["per_class_accuracy"] = run.evaluation.per_class_accuracy
+    write_json_atomically(out_dir / METRICS_FILE, summary)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A loaded model with what its metrics.json says about its inputs."""
+
+    path: Path
+    model: object = field(repr=False)
+    normalization: str
+    dataset_name: str
+    test_accuracy: float | None
+
+    def predictor(self) -> DensePredictor:
+        return DensePredictor.from_keras(self.model, self.normalization)
+
+
+def load_trained_model(path: Path, normalization: str | None = None, dataset_name: str | None = None) -> TrainedModel:
+    """Load a .keras model and read metrics.json beside it, if there is one.
+
+    Without metrics.json (a model trained elsewhere) the model is taken to expect
+    /255.0-scaled Fashion-MNIST inputs, unless `normalization` / `dataset_name` say otherwise.
+    """
+    path = Path(path)
+    model = load_model(path)
+    metadata = {}
+    metrics_path = path.parent / METRICS_FILE
+    if metrics_path.is_file():
+        try:
+            metadata = json.loads(metrics_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInput(f"{metrics_path} is not valid JSON; delete it or retrain") from None
+    normalization = normalization or metadata.get("normalization", "scale")
+    dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
+    check_normalization(normalization)
+    check_dataset_name(dataset_name)
+    return TrainedModel(path, model, normalization, dataset_name, metadata.get("test_accuracy"))
