@@ -15,7 +15,8 @@ from denselab.model import ACTIVATIONS, spec_of
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    # The same function as 1 / (1 + exp(-x)), without overflow for large negative x.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _elu(x):
@@ -58,9 +59,9 @@ class DensePredictor:
     def from_keras(cls, model, normalization: str = "scale") -> "DensePredictor":
         check_normalization(normalization)
         spec = spec_of(model)
-        dense = [layer for layer in model.layers if layer.weights]
-        weights = [np.asarray(layer.kernel, dtype=np.float32) for layer in dense]
-        biases = tuple(np.asarray(layer.bias, dtype=np.float32) for layer in dense)
+        kernels_and_biases = [layer.get_weights() for layer in model.layers if layer.weights]
+        weights = [np.asarray(kernel, dtype=np.float32) for kernel, _ in kernels_and_biases]
+        biases = tuple(np.asarray(bias, dtype=np.float32) for _, bias in kernels_and_biases)
         if normalization == "scale":
             # x/255 @ W == x @ (W/255): one multiplication of the weights at load time
             # instead of one pass over every input.

@@ -1,0 +1,160 @@
+"""The real `denselab` command in a subprocess: exit codes, one-line errors, JSON output."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def denselab(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "denselab", *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+    )
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_run(fashion_slice_dir, tmp_path_factory):
+    """`denselab train --json` on a slice of the real data, once for the module."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = denselab("train", "--epochs", "1", "--seed", "3", "--data-dir", fashion_slice_dir, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_train_json_and_files(cli_run):
+    out, summary = cli_run
+    assert {"test_accuracy", "test_loss", "epochs_run", "seconds_per_epoch", "params", "history"} <= set(summary)
+    assert summary["epochs_run"] == 1 and summary["params"] == 15910 and summary["seed"] == 3
+    assert 0.5 < summary["test_accuracy"] <= 1
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "metrics.json", "model.keras"]
+
+
+def test_evaluate_json(cli_run, fashion_slice_dir):
+    out, summary = cli_run
+    result = denselab("evaluate", out / "model.keras", "--data-dir", fashion_slice_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    assert evaluation["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert len(evaluation["per_class_accuracy"]) == 10
+    assert sum(map(sum, evaluation["confusion_matrix"])) == 1000
+
+
+def test_predict_index_and_image_file_agree(cli_run, fashion_slice_dir, fashion, tmp_path):
+    out, _ = cli_run
+    image_path = tmp_path / "first.png"
+    Image.fromarray(fashion.test_images[0]).save(image_path)
+    result = denselab("predict", out / "model.keras", image_path, "--index", "0", "--data-dir", fashion_slice_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    from_file, from_index = json.loads(result.stdout)
+    assert from_file["source"] == str(image_path) and from_file["true_label"] is None
+    assert from_index["source"] == "test image 0" and from_index["true_label"] == "Ankle boot"
+    np.testing.assert_allclose(from_file["probabilities"], from_index["probabilities"])
+    assert sum(from_index["probabilities"]) == pytest.approx(1, abs=1e-5)
+    assert from_index["confidence"] == max(from_index["probabilities"])
+
+
+def test_predict_table_shows_the_raw_vector(cli_run, fashion_slice_dir):
+    out, _ = cli_run
+    result = denselab("predict", out / "model.keras", "--data-dir", fashion_slice_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("test image 0\n[")  # the exercise's print(classifications[0])
+    assert "Ankle boot" in result.stdout and "true label Ankle boot" in result.stdout
+
+
+def test_info_finds_the_system_dataset():
+    result = denselab("info", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["datasets"]["fashion-mnist"]["found"] and report["keras_backend"] == "jax"
+
+
+def test_help_lists_commands():
+    result = denselab("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "predict", "info"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--hidden", "0"], ["hidden layer size 0"]),
+    (["--hidden", "20,x"], ["'x' is not an integer"]),
+    (["--stop-at-accuracy", "1.5"], ["stop-at-accuracy must be in (0, 1]"]),
+    (["--stop-at-accuracy", "0"], ["stop-at-accuracy must be in (0, 1]"]),
+    (["--epochs", "0"], ["epochs must be an integer >= 1"]),
+    (["--batch-size", "0"], ["batch-size must be an integer >= 1"]),
+    (["--activation", "softsign"], ["unknown activation 'softsign'"]),
+    (["--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
+    (["--normalization", "zscore"], ["unknown normalization 'zscore'"]),
+    (["--epochs", "many"], ["--epochs"]),
+])
+def test_train_bad_options(args, fragments, tmp_path):
+    result = denselab("train", *args, "--out", tmp_path / "out")
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_dataset_not_found(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = denselab("train", "--data-dir", tmp_path / "empty", "--out", tmp_path / "out")
+    assert_one_line_error(result, str(tmp_path / "empty"), "lacks the fashion-mnist IDX files")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_bad_idx_file_names_it(tmp_path, fashion_slice_dir):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in fashion_slice_dir.iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"\0" * 20)
+    result = denselab("train", "--data-dir", data, "--out", tmp_path / "out")
+    assert_one_line_error(result, "train-labels-idx1-ubyte.gz is a damaged or truncated gzip file")
+
+
+def test_mnist_without_files_says_how_to_get_them(tmp_path):
+    result = denselab("train", "--dataset", "mnist", "--out", tmp_path / "out", env={"KERAS_HOME": str(tmp_path)})
+    assert_one_line_error(result, "mnist not found", "--data-dir")
+
+
+def test_train_out_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    result = denselab("train", "--out", tmp_path / "file")
+    assert_one_line_error(result, "is a file")
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_evaluate_and_predict_reject_non_models(tmp_path):
+    (tmp_path / "model.keras").write_text("not a model")
+    assert_one_line_error(denselab("evaluate", tmp_path / "model.keras"), "is not a Keras model file")
+    assert_one_line_error(denselab("predict", tmp_path / "absent.keras"), "does not exist")
+
+
+def test_predict_rejects_non_images_and_bad_index(cli_run, tmp_path):
+    out, _ = cli_run
+    (tmp_path / "notes.png").write_text("not an image")
+    assert_one_line_error(denselab("predict", out / "model.keras", tmp_path / "notes.png"), "notes.png is not an image")
+    assert_one_line_error(denselab("predict", out / "model.keras", "--index", "10000"), "--index 10000 is outside")
+
+
+def test_predict_accepts_a_jpeg(cli_run, fashion, tmp_path):
+    out, _ = cli_run
+    buffer = io.BytesIO()
+    Image.fromarray(255 - fashion.test_images[1]).resize((84, 84)).convert("RGB").save(buffer, format="JPEG")
+    (tmp_path / "photo.jpg").write_bytes(buffer.getvalue())
+    result = denselab("predict", out / "model.keras", tmp_path / "photo.jpg", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["source"].endswith("photo.jpg")

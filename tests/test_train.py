@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+from denselab.errors import BadInput
+from denselab.model import ModelSpec
+from denselab.train import TrainConfig, load_trained_model, save_run, train
+
+
+def test_exercise_model_one_epoch_on_the_real_data(fashion):
+    run = train(ModelSpec((20,)), fashion, TrainConfig(epochs=1, seed=1))
+    assert run.evaluation.test_accuracy >= 0.80
+    assert run.epochs_run == 1 and run.history[0]["epoch"] == 1
+    assert run.summary()["params"] == 15910
+
+
+def test_same_seed_same_metrics(fashion):
+    small = fashion.subset(train=12000)
+    first, second = (train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=11)) for _ in range(2))
+    for key in ("loss", "accuracy"):
+        assert [r[key] for r in first.history] == [r[key] for r in second.history]
+    assert first.evaluation == second.evaluation
+    different = train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=12))
+    assert different.evaluation.test_loss != first.evaluation.test_loss
+
+
+def test_steps_per_execution_changes_speed_not_results(fashion):
+    # The default packs 64 batches into one compiled call; the updates must be those of
+    # plain one-batch-per-call training. 2001 examples leave a partial last group and a
+    # partial last batch.
+    small = fashion.subset(train=2001, test=500)
+    plain = train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=5, steps_per_execution=1))
+    packed = train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=5, steps_per_execution=64))
+    np.testing.assert_allclose([r["loss"] for r in packed.history], [r["loss"] for r in plain.history], rtol=1e-5)
+    assert packed.evaluation.test_accuracy == pytest.approx(plain.evaluation.test_accuracy, abs=0.002)
+
+
+def test_callback_stops_at_min_epochs_not_before(fashion):
+    # One epoch already passes 0.5 training accuracy; the exercise's callback still trains a second.
+    small = fashion.subset(train=12000, test=500)
+    run = train(ModelSpec((20,)), small, TrainConfig(epochs=5, seed=2, stop_at_accuracy=0.5, min_epochs=2))
+    assert run.history[0]["accuracy"] > 0.5
+    assert run.epochs_run == 2
+
+
+def test_callback_runs_every_epoch_when_threshold_never_reached(fashion):
+    small = fashion.subset(train=3000, test=500)
+    run = train(ModelSpec((20,)), small, TrainConfig(epochs=3, seed=2, stop_at_accuracy=1.0, min_epochs=2))
+    assert run.epochs_run == 3
+
+
+def test_progress_reports_every_epoch_end(fashion):
+    calls = []
+    small = fashion.subset(train=3000, test=500)
+    train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=2), on_progress=lambda *args: calls.append(args))
+    ends = [(epoch, done) for epoch, done, total, record in calls if record]
+    assert ends == [(1, 94), (2, 94)]  # ceil(3000 / 32) batches
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"batch_size": 0}, "batch-size must be an integer >= 1"),
+    ({"stop_at_accuracy": 0.0}, r"stop-at-accuracy must be in \(0, 1\]"),
+    ({"stop_at_accuracy": 1.5}, r"stop-at-accuracy must be in \(0, 1\]"),
+    ({"normalization": "zscore"}, "unknown normalization 'zscore'"),
+    ({"learning_rate": -1.0}, "learning-rate must be > 0"),
+])
+def test_bad_config(changes, message):
+    with pytest.raises(BadInput, match=message):
+        TrainConfig(**changes)
+
+
+def test_random_seed_is_recorded_so_the_run_can_be_repeated():
+    assert TrainConfig().with_seed().seed is not None
+    assert TrainConfig(seed=3).with_seed().seed == 3
+
+
+def test_saved_run_files(fashion, tmp_path):
+    small = fashion.subset(train=3000, test=500)
+    run = train(ModelSpec((20,)), small, TrainConfig(epochs=2, seed=2, normalization="none"))
+    out = save_run(run, tmp_path / "run")
+    assert sorted(path.name for path in out.iterdir()) == ["history.json", "metrics.json", "model.keras"]
+    history = json.loads((out / "history.json").read_text())
+    assert [set(record) for record in history] == [{"epoch", "loss", "accuracy", "seconds"}] * 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["normalization"] == "none" and metrics["seed"] == 2
+    assert metrics["test_accuracy"] == run.evaluation.test_accuracy
+    trained = load_trained_model(out / "model.keras")
+    assert trained.normalization == "none" and trained.dataset_name == "fashion-mnist"
+    np.testing.assert_allclose(
+        trained.predictor().probabilities(small.test_images[:5]),
+        run.model.predict(small.test_images[:5].astype("float32"), verbose=0), atol=1e-4,
+    )
+
+
+def test_out_dir_that_is_a_file(fashion, tmp_path):
+    run = train(ModelSpec((20,)), fashion.subset(train=320, test=50), TrainConfig(epochs=1, seed=2))
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(BadInput, match="taken is a file"):
+        save_run(run, tmp_path / "taken")
