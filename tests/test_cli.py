@@ -158,3 +158,13 @@ def test_predict_accepts_a_jpeg(cli_run, fashion, tmp_path):
     result = denselab("predict", out / "model.keras", tmp_path / "photo.jpg", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["source"].endswith("photo.jpg")
+
+
+def test_same_code_trains_on_the_tensorflow_backend(fashion_slice_dir, tmp_path):
+    result = denselab(
+        "train", "--epochs", "1", "--seed", "1", "--data-dir", fashion_slice_dir, "--out", tmp_path / "tf", "--json",
+        env={"KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_accuracy"] > 0.5
+    assert json.loads((tmp_path / "tf" / "metrics.json").read_text())["keras_backend"] == "tensorflow"
