@@ -189,15 +189,22 @@ def train(
     return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
 
 
+def save_model(model, path: Path) -> Path:
+    """Save a Keras model to `path` (.keras) through a temporary name and a rename."""
+    path = Path(path)
+    temporary = temporary_sibling(path)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 def save_run(run: TrainingRun, out_dir: Path) -> Path:
     """Write model.keras, history.json and metrics.json into `out_dir`, each atomically."""
     out_dir = prepare_output_dir(out_dir)
-    temporary = temporary_sibling(out_dir / MODEL_FILE)
-    try:
-        run.model.save(temporary)
-        os.replace(temporary, out_dir / MODEL_FILE)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_model(run.model, out_dir / MODEL_FILE)
     write_json_atomically(out_dir / HISTORY_FILE, run.history)
     summary = run.summary()
     summary["per_class_accuracy"] = run.evaluation.per_class_accuracy

@@ -1,0 +1,182 @@
+"""A study's report: report.md with its figures, and a self-contained report.html.
+
+The report never trains: it reads finished runs from the store, the best variant's saved
+model (for the example prediction and the misclassified images) and the test set.
+"""
+
+import base64
+import html
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denselab import plots
+from denselab.data import Dataset
+from denselab.findings import Finding, VariantSummary, answer_questions, summarize_variants
+from denselab.outputs import prepare_output_dir, write_bytes_atomically
+from denselab.predict import DensePredictor
+from denselab.study import Study
+
+MISCLASSIFIED_SHOWN = 18
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file name stem under figures/
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    study: Study
+    summaries: list[VariantSummary]
+    findings: list[Finding]
+    figures: list[Figure]
+    failed: list[dict]
+    environment: str
+
+    @property
+    def best(self) -> VariantSummary:
+        return max(self.summaries, key=lambda summary: summary.metrics["test_accuracy"].mean)
+
+
+def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[dict] | None = None) -> Report:
+    """Compute the summaries, findings and figures of a study from its finished runs."""
+    if not runs:
+        raise ValueError("a report needs at least one finished run")
+    summaries = summarize_variants(study, runs)
+    findings = answer_questions(study, runs)
+    best = max(summaries, key=lambda summary: summary.metrics["test_accuracy"].mean)
+    best_runs = sorted((run for run in runs if run["variant"] == best.name), key=lambda run: run["seed"])
+    figures = [
+        Figure("learning-curves", "Training loss and accuracy per epoch: mean over seeds, band ± 1 std.",
+               plots.learning_curves({
+                   summary.name: [run["history"] for run in runs if run["variant"] == summary.name]
+                   for summary in summaries
+               })),
+        Figure("accuracy-vs-parameters", "Test accuracy (mean ± std over seeds) against parameter count.",
+               plots.accuracy_vs_parameters([
+                   (s.name, s.params, s.metrics["test_accuracy"].mean, s.metrics["test_accuracy"].std) for s in summaries
+               ])),
+        Figure("seconds-per-epoch", "Seconds per epoch (median of epochs after the first; mean ± std over seeds).",
+               plots.seconds_per_epoch([
+                   (s.name, s.metrics["seconds_per_epoch"].mean, s.metrics["seconds_per_epoch"].std) for s in summaries
+               ])),
+        Figure("confusion-matrix", f"Confusion matrix of the best variant, {best.name}, summed over its {len(best_runs)} seeds.",
+               plots.confusion_matrix(
+                   np.sum([run["confusion_matrix"] for run in best_runs], axis=0).tolist(),
+                   list(dataset.class_names), f"{best.name}: rows true class, columns predicted",
+               )),
+    ]
+    figures += _prediction_figures(best_runs[0], dataset)
+    environment = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+                  f"Keras backend {runs[0]['keras_backend']}"
+    return Report(study, summaries, findings, figures, failed or [], environment)
+
+
+def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
+    """The exercise's print(classifications[0]) as a chart, and misclassified test images."""
+    from denselab.model import load_model
+
+    predictor = DensePredictor.from_keras(load_model(Path(run["model_path"])), run["config"]["normalization"])
+    probabilities = predictor.probabilities(dataset.test_images)
+    names = dataset.class_names
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != dataset.test_labels)[:MISCLASSIFIED_SHOWN]
+    label = f"{run['variant']}, seed {run['seed']}"
+    return [
+        Figure("test-image-0", f"Test image 0 and the probability vector that {label} gives it.",
+               plots.probability_vector(
+                   dataset.test_images[0], probabilities[0].tolist(), list(names),
+                   names[int(dataset.test_labels[0])], f"model.predict(test image 0), {label}",
+               )),
+        Figure("misclassified", f"The first {len(wrong)} misclassified test images of {label}.",
+               plots.misclassified_grid(
+                   dataset.test_images[wrong], [names[i] for i in dataset.test_labels[wrong]],
+                   [names[i] for i in predicted[wrong]], probabilities[wrong, predicted[wrong]].tolist(),
+               )),
+    ]
+
+
+# --- rendering -------------------------------------------------------------------------
+
+TABLE_HEADER = ("variant", "params", "train acc.", "test acc.", "test loss", "epochs", "s/epoch", "seeds")
+
+
+def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
+    """The per-variant table, as text cells (mean ± std over seeds)."""
+    return [(
+        s.name, f"{s.params:,}", s.metrics["train_accuracy"].format(), s.metrics["test_accuracy"].format(),
+        s.metrics["test_loss"].format(), s.metrics["epochs_run"].format(1), s.metrics["seconds_per_epoch"].format(2),
+        str(s.seeds),
+    ) for s in summaries]
+
+
+def _markdown(report: Report) -> str:
+    lines = [f"# denselab study: {report.study.name}", "", report.study.description, "",
+             f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", "",
+             "## Findings", ""]
+    for finding in report.findings:
+        lines.append(f"**{finding.question.question}** ({finding.question.baseline} → {finding.question.variant})")
+        lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
+    lines += ["## Variants (mean ± std over seeds)", "",
+              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report.summaries)]
+    lines += ["", *[f"- **{s.name}**: {s.reason}" for s in report.summaries], ""]
+    if report.failed:
+        lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
+                                          for run in report.failed] + [""]
+    lines += ["## Figures", ""]
+    for figure in report.figures:
+        lines += [f"![{figure.caption}](figures/{figure.name}.png)", "", f"*{figure.caption}*", ""]
+    return "\n".join(lines)
+
+
+def _html(report: Report) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>denselab study: {e(report.study.name)}</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}",
+        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}",
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{color:#555;font-style:italic}",
+        "</style></head><body>",
+        f"<h1>denselab study: {e(report.study.name)}</h1><p>{e(report.study.description)}</p>",
+        f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p><h2>Findings</h2>",
+    ]
+    for finding in report.findings:
+        q = finding.question
+        parts.append(f"<h3>{e(q.question)} ({e(q.baseline)} → {e(q.variant)})</h3><ul>")
+        parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
+    parts.append("<h2>Variants (mean ± std over seeds)</h2><table><tr>")
+    parts += [f"<th>{e(cell)}</th>" for cell in TABLE_HEADER] + ["</tr>"]
+    for row in summary_rows(report.summaries):
+        parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
+    parts.append("</table><ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
+    if report.failed:
+        parts.append("<h2>Failed runs</h2><ul>" + "".join(
+            f"<li>{e(run['variant'])} seed {run['seed']}: {e(run['error'].splitlines()[0])}</li>" for run in report.failed
+        ) + "</ul>")
+    parts.append("<h2>Figures</h2>")
+    for figure in report.figures:
+        data = base64.b64encode(figure.png).decode()
+        parts.append(f"<figure><img alt='{e(figure.caption)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{e(figure.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report: Report, out_dir: Path) -> Path:
+    """Write report.md, figures/*.png and report.html into `out_dir`, each file atomically."""
+    out_dir = prepare_output_dir(out_dir)
+    figures_dir = prepare_output_dir(out_dir / "figures")
+    for figure in report.figures:
+        write_bytes_atomically(figures_dir / f"{figure.name}.png", figure.png)
+    write_bytes_atomically(out_dir / "report.md", _markdown(report).encode())
+    write_bytes_atomically(out_dir / "report.html", _html(report).encode())
+    return out_dir

@@ -1,0 +1,175 @@
+"""A small study end to end, and resuming one that was killed with SIGKILL mid-run."""
+
+import base64
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from denselab.explore import run_study
+from denselab.findings import answer_questions
+from denselab.report import build_report, write_report
+from denselab.store import RunStore
+from denselab.study import parse_study
+from test_cli import denselab
+from test_study import SMALL_STUDY
+
+
+@pytest.fixture(scope="module")
+def small_study_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("study") / "small.toml"
+    path.write_text(SMALL_STUDY)
+    return path
+
+
+def explore_args(study_file, data_dir, root, *extra):
+    return ["explore", "--study", study_file, "--data-dir", data_dir, "--db", root / "runs.sqlite",
+            "--out", root / "report", "--models-dir", root / "models", *extra]
+
+
+def stored_runs(db):
+    with sqlite3.connect(db) as connection:
+        connection.row_factory = sqlite3.Row
+        return [dict(row) for row in connection.execute("SELECT * FROM runs ORDER BY variant, seed")]
+
+
+@pytest.fixture(scope="module")
+def explored(small_study_file, fashion_slice_dir, tmp_path_factory):
+    """`denselab explore --json` of 2 variants x 2 seeds x 1 epoch on a slice of the real data."""
+    root = tmp_path_factory.mktemp("explored")
+    result = denselab(*explore_args(small_study_file, fashion_slice_dir, root, "--json"))
+    assert result.returncode == 0, result.stderr
+    return root, json.loads(result.stdout)
+
+
+def test_every_run_is_stored(explored):
+    root, summary = explored
+    runs = stored_runs(root / "runs.sqlite")
+    assert [(run["variant"], run["seed"], run["status"]) for run in runs] == [
+        ("narrow", 0, "finished"), ("narrow", 1, "finished"), ("wide", 0, "finished"), ("wide", 1, "finished"),
+    ]
+    for run in runs:
+        assert os.path.isfile(run["model_path"]) and 0.5 < run["test_accuracy"] < 1
+        assert len(json.loads(run["history"])) == 1 and json.loads(run["config"])["seed"] == run["seed"]
+    assert summary["runs_trained"] == 4 and summary["runs_reused"] == 0
+
+
+def test_findings_are_computed_from_the_stored_numbers(explored):
+    root, summary = explored
+    runs = stored_runs(root / "runs.sqlite")
+    mean = {name: sum(r["test_accuracy"] for r in runs if r["variant"] == name) / 2 for name in ("narrow", "wide")}
+    [finding] = summary["findings"]
+    assert finding["accuracy_difference"]["estimate"] == pytest.approx(mean["wide"] - mean["narrow"])
+    table = {variant["name"]: variant for variant in summary["variants"]}
+    assert table["wide"]["test_accuracy"]["mean"] == pytest.approx(mean["wide"])
+    report = (root / "report" / "report.md").read_text()
+    assert f"{(mean['wide'] - mean['narrow']) * 100:+.2f} pp" in report
+
+
+def test_report_files_with_embedded_images(explored):
+    root, _ = explored
+    html = (root / "report" / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) == 6
+    assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
+    assert "http://" not in html and "https://" not in html  # opens offline
+    markdown = (root / "report" / "report.md").read_text()
+    for name in re.findall(r"\(figures/([\w-]+\.png)\)", markdown):
+        assert (root / "report" / "figures" / name).read_bytes().startswith(b"\x89PNG")
+    assert "| narrow | 15,910 |" in markdown
+
+
+def test_second_run_reuses_everything(explored, small_study_file, fashion_slice_dir):
+    root, _ = explored
+    before = stored_runs(root / "runs.sqlite")
+    result = denselab(*explore_args(small_study_file, fashion_slice_dir, root, "--json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["runs_trained"] == 0
+    assert stored_runs(root / "runs.sqlite") == before
+
+
+def test_runs_commands(explored):
+    root, _ = explored
+    db = root / "runs.sqlite"
+    listed = json.loads(denselab("runs", "list", "--db", db, "--json").stdout)
+    assert len(listed) == 4 and {run["status"] for run in listed} == {"finished"}
+    shown = json.loads(denselab("runs", "show", str(listed[0]["id"]), "--db", db, "--json").stdout)
+    assert shown["history"][0]["epoch"] == 1
+    ids = [str(run["id"]) for run in listed[:3:2]]
+    compared = json.loads(denselab("runs", "compare", *ids, "--db", db, "--json").stdout)
+    assert compared["differing_settings"]["hidden_units"] == [[20], [40]]
+    assert denselab("runs", "show", "999", "--db", db).returncode == 2
+    assert denselab("runs", "list", "--db", root / "absent.sqlite").returncode == 2
+    table = denselab("runs", "list", "--db", db)
+    assert table.returncode == 0 and "narrow" in table.stdout
+
+
+def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_path):
+    args = explore_args(small_study_file, fashion_slice_dir, tmp_path / "killed", "--epochs", "2")
+    db = tmp_path / "killed" / "runs.sqlite"
+    process = subprocess.Popen([sys.executable, "-m", "denselab", *map(str, args)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill it once one run has finished and the next one is training.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        statuses = [run["status"] for run in stored_runs(db)] if db.exists() else []
+        if "finished" in statuses and "running" in statuses:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the study never reached its second run")
+    time.sleep(0.3)  # inside the second run's training
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = stored_runs(db)
+    finished_before = [run for run in interrupted if run["status"] == "finished"]
+    assert 1 <= len(finished_before) < 4 and any(run["status"] == "running" for run in interrupted)
+
+    resumed = denselab(*args, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["runs_reused"] == len(finished_before)
+    assert summary["runs_trained"] == 4 - len(finished_before)
+    final = stored_runs(db)
+    assert len(final) == 4 and {run["status"] for run in final} == {"finished"}
+    for run in finished_before:  # kept as they were: not trained again
+        assert next(r for r in final if r["id"] == run["id"]) == run
+
+    fresh_args = explore_args(small_study_file, fashion_slice_dir, tmp_path / "fresh", "--epochs", "2", "--json")
+    uninterrupted = json.loads(denselab(*fresh_args).stdout)
+    # The final table equals that of an uninterrupted study (timings aside, which differ run to run).
+    for resumed_row, fresh_row in zip(summary["variants"], uninterrupted["variants"], strict=True):
+        for metric in ("train_accuracy", "test_accuracy", "test_loss", "epochs_run"):
+            assert resumed_row[metric] == fresh_row[metric], (resumed_row["name"], metric)
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(fashion, tmp_path, monkeypatch):
+    """The library path the CLI uses. The fault is injected: no real variant fails on demand."""
+    import denselab.explore
+
+    real_train = denselab.explore.train
+
+    def train_failing_wide(spec, dataset, config, on_progress=None):
+        if spec.hidden_units == (40,):
+            raise RuntimeError("injected fault")
+        return real_train(spec, dataset, config, on_progress)
+
+    monkeypatch.setattr(denselab.explore, "train", train_failing_wide)
+    study = parse_study(SMALL_STUDY, "x.toml")
+    small = fashion.subset(train=2000, test=300)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        outcome = run_study(study, store, tmp_path / "models", datasets={"fashion-mnist": small})
+        assert {run["status"] for run in store.runs() if run["variant"] == "wide"} == {"failed"}
+    assert outcome.trained == 2 and [run["variant"] for run in outcome.failed] == ["wide", "wide"]
+    assert "RuntimeError: injected fault" in outcome.failed[0]["error"]
+    assert not list((tmp_path / "models" / "small" / "wide").iterdir())  # no partial model left behind
+    report = build_report(study, outcome.runs, small, outcome.failed)
+    assert report.findings == answer_questions(study, outcome.runs)
+    write_report(report, tmp_path / "report")
+    assert (tmp_path / "report" / "report.html").stat().st_size > 10_000

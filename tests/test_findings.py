@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from denselab.findings import Summary, answer_questions, summarize_variants, training_seconds, welch_difference
+from denselab.study import parse_study
+from test_study import SMALL_STUDY
+
+
+@pytest.mark.parametrize("baseline, variant", [
+    ([0.85, 0.86, 0.84], [0.87, 0.88, 0.875]),
+    ([0.85, 0.851, 0.849], [0.848, 0.853, 0.85]),
+    ([1.0, 2.0], [1.5, 4.0, 2.5, 3.0]),
+])
+def test_welch_interval_equals_scipy(baseline, variant):
+    difference = welch_difference(baseline, variant)
+    reference = stats.ttest_ind(variant, baseline, equal_var=False).confidence_interval(0.95)
+    assert difference.estimate == pytest.approx(np.mean(variant) - np.mean(baseline))
+    assert (difference.low, difference.high) == pytest.approx((reference.low, reference.high))
+
+
+def test_distinguishable_only_when_interval_excludes_zero():
+    assert welch_difference([0.85, 0.86, 0.84], [0.90, 0.91, 0.905]).distinguishable is True
+    assert welch_difference([0.85, 0.86, 0.84], [0.851, 0.849, 0.852]).distinguishable is False
+    assert welch_difference([0.85], [0.9]).distinguishable is None  # one seed: no interval
+
+
+def test_summary_mean_and_std():
+    summary = Summary.of([1.0, 2.0, 3.0])
+    assert (summary.mean, summary.std, summary.count) == (2.0, 1.0, 3)
+    assert Summary.of([5.0]).std == 0.0
+
+
+def fake_run(variant, seed, accuracy, seconds_per_epoch, epochs=1):
+    return {"variant": variant, "seed": seed, "test_accuracy": accuracy, "train_accuracy": accuracy,
+            "test_loss": 1 - accuracy, "epochs_run": epochs, "seconds_per_epoch": seconds_per_epoch,
+            "train_seconds": seconds_per_epoch * epochs + 1.0}
+
+
+def test_findings_come_from_the_numbers():
+    study = parse_study(SMALL_STUDY, "small.toml")
+    runs = [fake_run("narrow", 0, 0.80, 1.0), fake_run("narrow", 1, 0.81, 1.1),
+            fake_run("wide", 0, 0.90, 2.0), fake_run("wide", 1, 0.91, 2.1)]
+    [finding] = answer_questions(study, runs)
+    assert finding.accuracy.estimate == pytest.approx(0.10)
+    assert finding.train_seconds.estimate == pytest.approx(1.0)
+    text = " ".join(finding.sentences())
+    assert "+10.00 pp" in text and "distinguishable from noise over 2 and 2 seeds" in text
+    assert "not distinguishable" not in text.split("Training")[0]
+    summaries = summarize_variants(study, runs)
+    assert [s.name for s in summaries] == ["narrow", "wide"]
+    assert summaries[1].metrics["test_accuracy"].mean == pytest.approx(0.905)
+
+
+def test_training_time_leaves_out_compilation():
+    assert training_seconds(fake_run("x", 0, 0.8, 0.5, epochs=4)) == 2.0

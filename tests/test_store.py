@@ -1,0 +1,62 @@
+import sqlite3
+
+import pytest
+
+from denselab.errors import BadInput
+from denselab.store import RunKey, RunStore
+
+RESULT = {
+    "params": 10, "epochs_run": 1, "seconds_per_epoch": 0.5, "train_seconds": 0.6, "train_accuracy": 0.7,
+    "test_accuracy": 0.75, "test_loss": 0.6, "history": [{"epoch": 1, "loss": 0.6, "accuracy": 0.7, "seconds": 0.6}],
+    "per_class_accuracy": [0.7] * 10, "confusion_matrix": [[1] * 10] * 10, "model_path": "m.keras",
+    "keras_backend": "jax",
+}
+
+
+def test_start_finish_and_read_back(tmp_path):
+    key = RunKey("s", "v", "abc", 0)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.start_run(key, {"hidden_units": [20]})
+        assert store.finished(key) is None and store.run(run_id)["status"] == "running"
+        store.finish_run(run_id, RESULT)
+        stored = store.finished(key)
+    assert stored["test_accuracy"] == 0.75 and stored["history"] == RESULT["history"]
+    assert stored["config"] == {"hidden_units": [20]} and stored["status"] == "finished"
+    # A real SQLite file that another program can read.
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        assert connection.execute("SELECT count(*) FROM runs WHERE status='finished'").fetchone() == (1,)
+
+
+def test_unfinished_attempt_is_replaced_not_duplicated(tmp_path):
+    key = RunKey("s", "v", "abc", 0)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        first = store.start_run(key, {})
+        second = store.start_run(key, {})  # as after a kill: the first never finished
+        assert [run["id"] for run in store.runs()] == [second]  # one row: the new attempt
+        assert first is not None
+        store.finish_run(second, RESULT)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.start_run(key, {})  # a finished run is never started again
+        assert len(store.runs()) == 1
+
+
+def test_failed_run_keeps_its_error(tmp_path):
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
+        store.fail_run(run_id, "RuntimeError: boom")
+        assert store.runs(status="failed")[0]["error"] == "RuntimeError: boom"
+        assert store.runs(study="other") == []
+
+
+def test_not_a_database(tmp_path):
+    (tmp_path / "notes.sqlite").write_text("plain text, not SQLite" * 100)
+    with pytest.raises(BadInput, match="notes.sqlite cannot be used"):
+        RunStore(tmp_path / "notes.sqlite")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(BadInput, match="is not a file"):
+        RunStore(tmp_path / "folder")
+
+
+def test_unknown_run_id(tmp_path):
+    with RunStore(tmp_path / "runs.sqlite") as store, pytest.raises(BadInput, match="no run with id 42"):
+        store.run(42)
