@@ -17,13 +17,17 @@ $(INSTALLED): requirements.txt pyproject.toml
 system-dataset:
 	scripts/system-packages.sh dataset
 
-# The main job: train the exercise's model and show its prediction for test image 0.
+# The main job: every experiment of the exercise over 3 seeds, and its report
+# (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused.
 run: $(INSTALLED) system-dataset
-	$(BIN)/denselab train --hidden 20 --seed 0 --out runs/exercise
-	$(BIN)/denselab predict runs/exercise/model.keras --index 0
+	$(BIN)/denselab explore
 
 test: $(INSTALLED) system-dataset
 	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs reports
+
+# Benchmarks (not tests): the exercise's code vs denselab vs a near-limit JAX loop.
+bench: $(INSTALLED) system-dataset
+	$(BIN)/python bench/run.py

@@ -26,7 +26,8 @@ def test_compiled_as_the_exercise():
     model = build_model(ModelSpec((20,)))
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
-    assert model.loss == "sparse_categorical_crossentropy"
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert model.loss.get_config()["from_logits"] is False
 
 
 @pytest.mark.parametrize("text, expected", [("20", (20,)), ("512,512", (512, 512)), (" 64 32 ", (64, 32))])

@@ -78,17 +78,20 @@ def build_model(spec: ModelSpec, learning_rate: float = LEARNING_RATE, steps_per
     return model
 
 
-def compile_model(model, learning_rate: float = LEARNING_RATE, steps_per_execution: int = 1) -> None:
+def compile_model(
+    model, learning_rate: float = LEARNING_RATE, steps_per_execution: int = 1, from_logits: bool = False,
+) -> None:
     """Compile with the exercise's optimizer, loss and metric.
 
     `steps_per_execution` runs that many batches per compiled call; it changes speed,
-    not the arithmetic.
+    not the arithmetic. `from_logits` is for training with the softmax folded into the
+    loss (see train.softmax_folded_into_loss).
     """
     import keras
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )

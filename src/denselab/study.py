@@ -16,7 +16,7 @@ from pathlib import Path
 from denselab.data import check_dataset_name
 from denselab.errors import BadInput
 from denselab.model import ModelSpec
-from denselab.train import TrainConfig
+from denselab.train import TRAINING_REVISION, TrainConfig
 
 BUILTIN_STUDY = "exercise"
 STUDY_KEYS = {"name", "description", "seeds", "defaults", "variants", "questions"}
@@ -49,7 +49,8 @@ class Variant:
 
     def config_hash(self) -> str:
         """A short fingerprint of everything that determines a run's result except its seed."""
-        settings = {"dataset": self.dataset, "spec": asdict(self.spec), "config": asdict(self.config)}
+        settings = {"dataset": self.dataset, "spec": asdict(self.spec), "config": asdict(self.config),
+                    "training_revision": TRAINING_REVISION}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,11 +18,14 @@ from typing import Callable
 from denselab.data import Dataset, check_dataset_name, check_normalization, normalize
 from denselab.errors import BadInput
 from denselab.evaluate import Evaluation, evaluate_model
-from denselab.model import LEARNING_RATE, ModelSpec, build_model, load_model
+from denselab.model import LEARNING_RATE, ModelSpec, build_model, compile_model, load_model
 from denselab.outputs import prepare_output_dir, temporary_sibling, write_json_atomically
 from denselab.predict import DensePredictor
 
 MODEL_FILE, HISTORY_FILE, METRICS_FILE = "model.keras", "history.json", "metrics.json"
+# Bump when a change alters what training computes: the study store keys runs on it,
+# so runs trained by older code are not reused as if they were current.
+TRAINING_REVISION = 1
 
 
 @dataclass(frozen=True)
@@ -179,14 +183,40 @@ def train(
     callbacks = [_history_callback(history, steps_per_epoch, on_progress)]
     if config.stop_at_accuracy is not None:
         callbacks.append(accuracy_threshold_stop(config.stop_at_accuracy, config.min_epochs))
-    model.fit(
-        train_inputs, train_labels,
-        epochs=config.epochs, batch_size=config.batch_size,
-        callbacks=callbacks, verbose=0,
-    )
+    with softmax_folded_into_loss(model, config):
+        model.fit(
+            train_inputs, train_labels,
+            epochs=config.epochs, batch_size=config.batch_size,
+            callbacks=callbacks, verbose=0,
+        )
     predictor = DensePredictor.from_keras(model, config.normalization)
     evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
     return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
+
+
+@contextmanager
+def softmax_folded_into_loss(model, config: TrainConfig):
+    """Train the model's logits with a from-logits loss; give back the exercise's softmax model.
+
+    Cross-entropy of softmax probabilities is computed on the JAX backend as
+    log(clip(p, 1e-7, 1)), whose gradient is zero wherever p < 1e-7. On raw 0-255 pixels
+    (the exercise's un-normalized experiment) a deep model starts with logits so large
+    that nearly every p is below that, and training never moves: 10% accuracy (seen).
+    TensorFlow's backend avoids this by reading the logits behind the softmax; doing
+    the same here keeps the exercise's results on both backends. The loss is the same
+    function of the weights, so nothing else changes.
+    """
+    import keras
+
+    output_layer = model.layers[-1]
+    output_layer.activation = keras.activations.linear
+    compile_model(model, config.learning_rate, config.steps_per_execution, from_logits=True)
+    try:
+        yield model
+    finally:
+        output_layer.activation = keras.activations.softmax
+        # The saved model is compiled as the exercise compiles it.
+        compile_model(model, config.learning_rate, config.steps_per_execution)
 
 
 def save_model(model, path: Path) -> Path:

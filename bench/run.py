@@ -1,0 +1,122 @@
+"""`make bench`: the exercise's code, denselab's default path and a near-limit JAX loop, side by side.
+
+Each side runs in its own process per model, so start-up, memory and compilation are
+counted separately. Prints one table of ratios measured in this run and writes the raw
+numbers to reports/bench.json. Usage: python bench/run.py [--quick] [--models 20,512x512]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+MODELS = ([20], [512], [1024], [512, 512])
+TRAIN_EXAMPLES = 60_000
+
+
+def run_part(script: str, arguments: dict) -> dict:
+    environment = {**os.environ, "PYTHONPATH": str(BENCH), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, str(BENCH / script), json.dumps(arguments)],
+                            capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        sys.exit(f"{script} {arguments} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def command_seconds(hidden: list[int], epochs: int) -> float:
+    """Wall time of `denselab train` as a user runs it: imports, data, compilation included."""
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "denselab", "train", "--hidden", ",".join(map(str, hidden)),
+                        "--epochs", str(epochs), "--seed", "0", "--out", out, "--json"],
+                       check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def macs(hidden: list[int]) -> int:
+    sizes = [784, *hidden, 10]
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def name(hidden: list[int]) -> str:
+    return "x".join(map(str, hidden))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2 epochs and fewer latency calls: a smoke run")
+    parser.add_argument("--models", default=",".join(name(m) for m in MODELS), help="e.g. 20,512x512")
+    parser.add_argument("--out", default="reports/bench.json")
+    options = parser.parse_args()
+    models = [[int(units) for units in model.split("x")] for model in options.models.split(",")]
+    epochs = 2 if options.quick else 5
+    latency_calls = 100 if options.quick else 1000
+
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+               "epochs": epochs, "models": {}}
+    for hidden in models:
+        print(f"model {name(hidden)}: reference ...", file=sys.stderr, flush=True)
+        # The reference's single-image latency is measured on the exercise's own model only:
+        # 1000 calls of ~50 ms per model would dominate the benchmark's run time.
+        reference = run_part("reference.py", {"hidden": hidden, "epochs": epochs,
+                                              "latency_calls": latency_calls if hidden == models[0] else 0})
+        print(f"model {name(hidden)}: denselab ...", file=sys.stderr, flush=True)
+        ours = run_part("denselab_path.py", {"hidden": hidden, "epochs": epochs, "latency_calls": 100 * latency_calls})
+        print(f"model {name(hidden)}: near-limit JAX loop ...", file=sys.stderr, flush=True)
+        limit = run_part("near_limit.py", {"hidden": hidden, "epochs": epochs})
+        results["models"][name(hidden)] = {"reference": reference, "denselab": ours, "near_limit": limit,
+                                           "train_flops_per_epoch": 6 * macs(hidden) * TRAIN_EXAMPLES}
+    print("denselab train as a command ...", file=sys.stderr, flush=True)
+    results["command"] = {"hidden": models[0], "denselab_seconds": command_seconds(models[0], epochs),
+                          "reference_script_seconds": results["models"][name(models[0])]["reference"]["script_seconds"]}
+    print_table(results)
+    out = Path(options.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"raw numbers: {out}")
+
+
+def print_table(results: dict) -> None:
+    gflops = next(iter(results["models"].values()))["near_limit"]["matmul_gflops"]
+    print(f"\nmachine: {results['machine']}; {results['epochs']} epochs; batch 32; "
+          f"XLA matmul rate {gflops:.0f} GFLOP/s")
+    header = ("model", "ref s/ep", "dl s/ep", "limit s/ep", "ref/dl", "dl/limit", "dl 1st ep",
+              "ref acc", "dl acc", "limit acc", "dl GFLOP/s", "mem ref/dl MB")
+    rows = []
+    for model, sides in results["models"].items():
+        ref, ours, limit = sides["reference"], sides["denselab"], sides["near_limit"]
+        rows.append((
+            model, f"{ref['seconds_per_epoch']:.2f}", f"{ours['seconds_per_epoch']:.2f}", f"{limit['seconds_per_epoch']:.2f}",
+            f"{ref['seconds_per_epoch'] / ours['seconds_per_epoch']:.1f}x",
+            f"{ours['seconds_per_epoch'] / limit['seconds_per_epoch']:.2f}x",
+            f"{ours['first_epoch_seconds']:.2f}", f"{ref['test_accuracy']:.4f}", f"{ours['test_accuracy']:.4f}",
+            f"{limit['test_accuracy']:.4f}", f"{sides['train_flops_per_epoch'] / ours['seconds_per_epoch'] / 1e9:.1f}",
+            f"{ref['peak_memory_mb']:.0f}/{ours['peak_memory_mb']:.0f}",
+        ))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)))
+    first = next(iter(results["models"].values()))
+    ref, ours = first["reference"], first["denselab"]
+    print(f"\nsingle-image predict: reference model.predict {ref['single_predict_seconds'] * 1e3:.2f} ms, "
+          f"denselab {ours['single_predict_seconds'] * 1e6:.1f} us "
+          f"({ref['single_predict_seconds'] / ours['single_predict_seconds']:.0f}x)")
+    for model, sides in results["models"].items():
+        ref, ours = sides["reference"], sides["denselab"]
+        print(f"predict 10000 test images, {model}: reference {ref['predict_10000_seconds']:.3f} s, "
+              f"denselab {ours['predict_10000_seconds']:.3f} s "
+              f"({ref['predict_10000_seconds'] / ours['predict_10000_seconds']:.1f}x)")
+    command = results["command"]
+    print(f"whole command, {name(command['hidden'])}, {results['epochs']} epochs: reference script "
+          f"{command['reference_script_seconds']:.1f} s, denselab train {command['denselab_seconds']:.1f} s "
+          f"({command['reference_script_seconds'] / command['denselab_seconds']:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

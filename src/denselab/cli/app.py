@@ -1,0 +1,57 @@
+"""The Typer app, its consoles and the options several commands share.
+
+The command modules (`model_commands`, `study_commands`) register themselves on `app`;
+`denselab.cli.main` runs it.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from denselab.errors import BadInput
+
+app = typer.Typer(
+    help="The 'Exploring DNN learning' exercise on Fashion-MNIST: train, evaluate and predict with dense networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DatasetOption = Annotated[str, typer.Option("--dataset", help="fashion-mnist or mnist.")]
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Directory with the four IDX files (else $DENSELAB_DATA, Debian's package, Keras's cache)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def print_json(value) -> None:
+    print(json.dumps(value))
+
+
+def main() -> None:
+    """Entry point: run the app, turning every user error into one line and exit code 2."""
+    try:
+        exit_code = app(standalone_mode=False)
+    except BadInput as error:
+        # escape(): messages quote the user's text, e.g. "[defaults]", which is not markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.TyperException as error:
+        # Typer's usage errors (its vendored click's); "no arguments" carries the help text.
+        if type(error).__name__ == "NoArgsIsHelpError":
+            print(error.format_message())
+            sys.exit(0)
+        err_console.print(f"[bold red]error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    sys.exit(exit_code or 0)

@@ -1,0 +1,210 @@
+"""Commands on studies: explore, and runs list / show / compare."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
+from denselab.errors import BadInput
+
+
+# --- explore ---------------------------------------------------------------------------
+
+DbOption = Annotated[Path, typer.Option("--db", help="The run database (SQLite).")]
+DEFAULT_DB = Path("runs/denselab.sqlite")
+
+
+@app.command()
+def explore(
+    study_file: Annotated[Optional[Path], typer.Option("--study", help="A study TOML file [the built-in exercise study].")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds per variant [the study's, 3 for the built-in one].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Train every variant for this many epochs, for a quick look.")] = None,
+    db: DbOption = DEFAULT_DB,
+    out: Annotated[Path, typer.Option(help="Directory for report.md, report.html and figures/.")] = Path("reports/explore"),
+    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+):
+    """Run the exercise's experiments over several seeds and write a report with findings.
+
+    Runs already in the database are reused; an interrupted study continues where it stopped.
+    """
+    from denselab.data import load_dataset
+    from denselab.explore import run_study
+    from denselab.report import build_report, write_report
+    from denselab.store import RunStore
+    from denselab.study import load_study
+
+    study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"report directory {out} is a file; choose another --out")
+    datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
+    with RunStore(db) as store:
+        if not as_json:
+            console.print(f"study {study.name}: {len(study.variants)} variants × {len(study.seeds)} seeds "
+                          f"from {study.source}; runs in {db}")
+        try:
+            with _study_progress() as on_progress:
+                outcome = run_study(study, store, models_dir, data_dir, on_progress, datasets)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished runs are stored; run the same command again to continue")
+            raise typer.Exit(130)
+    first_dataset = datasets[study.variants[0].dataset]
+    report = build_report(study, outcome.runs, first_dataset, outcome.failed)
+    write_report(report, out)
+    if as_json:
+        print_json({
+            "study": study.name, "runs_trained": outcome.trained, "runs_reused": outcome.reused,
+            "runs_failed": len(outcome.failed), "report": str(out / "report.html"),
+            "variants": [{"name": s.name, "params": s.params, "seeds": s.seeds,
+                          **{metric: {"mean": v.mean, "std": v.std} for metric, v in s.metrics.items()}}
+                         for s in report.summaries],
+            "findings": [{"question": f.question.question, "baseline": f.question.baseline, "variant": f.question.variant,
+                          "accuracy_difference": vars(f.accuracy), "train_seconds_difference": vars(f.train_seconds),
+                          "accuracy_distinguishable": f.accuracy.distinguishable, "sentences": f.sentences()}
+                         for f in report.findings],
+        })
+    else:
+        _print_report(report, outcome, out)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _print_report(report, outcome, out: Path) -> None:
+    from denselab.report import TABLE_HEADER, summary_rows
+
+    console.print(f"{outcome.trained} runs trained, {outcome.reused} reused from the database"
+                  + (f", [red]{len(outcome.failed)} failed[/]" if outcome.failed else ""))
+    table = Table(*TABLE_HEADER, title="variants (mean ± std over seeds)", box=box.SIMPLE_HEAD)
+    for row in summary_rows(report.summaries):
+        table.add_row(*map(escape, row))
+    console.print(table)
+    for finding in report.findings:
+        q = finding.question
+        console.print(f"[bold]{escape(q.question)}[/] ({escape(q.baseline)} → {escape(q.variant)})")
+        for sentence in finding.sentences():
+            console.print(f"  {escape(sentence)}", highlight=False)
+    for run in outcome.failed:
+        console.print(f"[red]failed[/]: {escape(run['variant'])} seed {run['seed']}: {escape(run['error'].splitlines()[0])}")
+    console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+
+
+class _study_progress:
+    """One progress bar over the whole study: runs done, the current run's epoch, time left."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.fields[runs]}"), BarColumn(), TextColumn("{task.fields[current]}"),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=err_console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self.update
+
+    def update(self, state) -> None:
+        fields = {
+            "runs": f"runs {state.runs_done}/{state.runs_total}",
+            "current": f"{state.variant} seed {state.seed} epoch {state.epoch}/{state.epochs}",
+        }
+        if self.task is None:
+            # Reused runs count as done from the start, so the time left is for the rest only.
+            self.task = self.progress.add_task("study", total=state.work_total, **fields)
+        self.progress.update(self.task, completed=state.work_done, **fields)
+
+    def __exit__(self, *exc_info):
+        self.progress.stop()
+
+
+# --- runs ------------------------------------------------------------------------------
+
+runs_app = typer.Typer(help="Read the run database: list, show and compare runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+RUN_COLUMNS = ("id", "study", "variant", "seed", "status", "test_accuracy", "test_loss", "epochs_run", "seconds_per_epoch")
+
+
+def _open_existing_store(db: Path):
+    from denselab.store import RunStore
+
+    if not db.is_file():
+        raise BadInput(f"run database {db} does not exist; run 'denselab explore' first or pass --db")
+    return RunStore(db)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else escape(str(value))
+
+
+@runs_app.command("list")
+def runs_list(
+    db: DbOption = DEFAULT_DB,
+    study: Annotated[Optional[str], typer.Option(help="Only this study's runs.")] = None,
+    as_json: JsonOption = False,
+):
+    """One line per run."""
+    with _open_existing_store(db) as store:
+        runs = store.runs(study)
+    if as_json:
+        print_json([{column: run[column] for column in RUN_COLUMNS} for run in runs])
+        return
+    table = Table(*RUN_COLUMNS, box=box.SIMPLE_HEAD)
+    for run in runs:
+        table.add_row(*[_cell(run[column]) for column in RUN_COLUMNS])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab runs list').")],
+              db: DbOption = DEFAULT_DB, as_json: JsonOption = False):
+    """Everything stored about one run."""
+    with _open_existing_store(db) as store:
+        run = store.run(run_id)
+    if as_json:
+        print_json(run)
+        return
+    table = Table("field", "value", box=box.SIMPLE_HEAD)
+    for key, value in run.items():
+        if key not in ("history", "confusion_matrix", "per_class_accuracy", "config", "error"):
+            table.add_row(key, _cell(value))
+    for key, value in (run["config"] or {}).items():
+        table.add_row(f"config.{key}", _cell(value))
+    console.print(table)
+    if run["history"]:
+        history = Table("epoch", "loss", "accuracy", "seconds", title="history", box=box.SIMPLE_HEAD)
+        for record in run["history"]:
+            history.add_row(str(record["epoch"]), *[_cell(record[k]) for k in ("loss", "accuracy", "seconds")])
+        console.print(history)
+    if run["error"]:
+        console.print(f"[red]error[/]: {escape(run['error'])}")
+
+
+@runs_app.command("compare")
+def runs_compare(run_ids: Annotated[list[int], typer.Argument(help="Two or more run ids.")],
+                 db: DbOption = DEFAULT_DB, as_json: JsonOption = False):
+    """Runs side by side: metrics, and the settings in which they differ."""
+    with _open_existing_store(db) as store:
+        runs = [store.run(run_id) for run_id in run_ids]
+    metrics = ("variant", "seed", "status", "params", "train_accuracy", "test_accuracy", "test_loss",
+               "epochs_run", "seconds_per_epoch", "train_seconds")
+    settings = sorted({key for run in runs for key in (run["config"] or {})})
+    differing = [key for key in settings if len({json.dumps((run["config"] or {}).get(key)) for run in runs}) > 1]
+    if as_json:
+        print_json({"runs": [{"id": run["id"], **{m: run[m] for m in metrics}} for run in runs],
+                     "differing_settings": {key: [(run["config"] or {}).get(key) for run in runs] for key in differing}})
+        return
+    table = Table("", *[f"run {run['id']}" for run in runs], box=box.SIMPLE_HEAD)
+    for metric in metrics:
+        table.add_row(metric, *[_cell(run[metric]) for run in runs])
+    for key in differing:
+        table.add_row(f"[yellow]config.{key}[/]", *[_cell((run["config"] or {}).get(key)) for run in runs])
+    console.print(table)
