@@ -17,7 +17,7 @@ from denselab.findings import answer_questions
 from denselab.report import build_report, write_report
 from denselab.store import RunStore
 from denselab.study import parse_study
-from test_cli import denselab
+from test_cli import assert_one_line_error, denselab
 from test_study import SMALL_STUDY
 
 
@@ -118,7 +118,10 @@ def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_p
     # Kill it once one run has finished and the next one is training.
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        statuses = [run["status"] for run in stored_runs(db)] if db.exists() else []
+        try:
+            statuses = [run["status"] for run in stored_runs(db)]
+        except sqlite3.OperationalError:  # not created yet, or its schema is being written
+            statuses = []
         if "finished" in statuses and "running" in statuses:
             break
         time.sleep(0.05)
@@ -173,3 +176,17 @@ def test_a_failing_run_is_recorded_and_the_others_finish(fashion, tmp_path, monk
     assert report.findings == answer_questions(study, outcome.runs)
     write_report(report, tmp_path / "report")
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("epochs = 1", "epochs = 1\nepoch = 3", ":9: unknown key 'epoch' in [defaults]"),
+    ("hidden = [40]", 'hidden = "forty"', ":16: 'hidden' must be a list of integers"),
+    ('name = "wide"\n', "", ":14: variant 2 has no 'name'"),
+    ('name = "wide"', 'name = "narrow"', ":15: duplicate variant name 'narrow'"),
+])
+def test_bad_study_files_exit_2_naming_line_and_key(tmp_path, old, new, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(SMALL_STUDY.replace(old, new, 1))
+    result = denselab("explore", "--study", path, "--db", tmp_path / "runs.sqlite", "--out", tmp_path / "report")
+    assert_one_line_error(result, f"{path}{expected}")
+    assert not (tmp_path / "runs.sqlite").exists() and not (tmp_path / "report").exists()

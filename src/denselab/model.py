@@ -80,17 +80,19 @@ def build_model(spec: ModelSpec, learning_rate: float = LEARNING_RATE, steps_per
 
 def compile_model(
     model, learning_rate: float = LEARNING_RATE, steps_per_execution: int = 1, from_logits: bool = False,
+    optimizer=None,
 ) -> None:
     """Compile with the exercise's optimizer, loss and metric.
 
     `steps_per_execution` runs that many batches per compiled call; it changes speed,
     not the arithmetic. `from_logits` is for training with the softmax folded into the
-    loss (see train.softmax_folded_into_loss).
+    loss (see train.softmax_folded_into_loss). Passing the model's trained `optimizer`
+    keeps its state.
     """
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

@@ -215,8 +215,8 @@ def softmax_folded_into_loss(model, config: TrainConfig):
         yield model
     finally:
         output_layer.activation = keras.activations.softmax
-        # The saved model is compiled as the exercise compiles it.
-        compile_model(model, config.learning_rate, config.steps_per_execution)
+        # The saved model is compiled as the exercise compiles it, with the trained Adam state.
+        compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=model.optimizer)
 
 
 def save_model(model, path: Path) -> Path:
