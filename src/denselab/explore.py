@@ -6,7 +6,7 @@ are reused, never trained again; a run that was interrupted is redone from its s
 
 import hashlib
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -60,8 +60,6 @@ def run_key(study: Study, variant: Variant, dataset: Dataset, seed: int) -> RunK
 
 def run_config(variant: Variant, dataset: Dataset, seed: int) -> dict:
     """What the store keeps as a run's configuration (JSON)."""
-    from dataclasses import asdict
-
     return {
         "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
         "dataset_source": dataset.source, "train_examples": len(dataset.train_labels),
@@ -72,8 +70,6 @@ def run_config(variant: Variant, dataset: Dataset, seed: int) -> dict:
 
 def execute_run(variant: Variant, dataset: Dataset, seed: int, model_path: Path, on_progress=None) -> dict:
     """Train one variant with one seed and save its model; returns what the store records."""
-    from dataclasses import replace
-
     run: TrainingRun = train(variant.spec, dataset, replace(variant.config, seed=seed), on_progress=on_progress)
     save_model(run.model, model_path)
     return {

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -77,8 +77,6 @@ class Study:
 
     def with_overrides(self, seeds: int | None = None, epochs: int | None = None) -> "Study":
         """This study with `seeds` seeds per variant and/or every variant trained for `epochs` epochs."""
-        from dataclasses import replace
-
         study = self
         if seeds is not None:
             if seeds < 1:
