@@ -40,10 +40,12 @@ def loss(params, x, y):
 
 
 @jax.jit
-def train_epoch(params, m, v, t, x_batches, y_batches):
-    def step(carry, batch):
+def train_epoch(params, m, v, t, x, y, batch_indices):
+    """One epoch: the data stays on the device; each step gathers its batch by index."""
+
+    def step(carry, indices):
         params, m, v, t = carry
-        value, grads = jax.value_and_grad(loss)(params, *batch)
+        value, grads = jax.value_and_grad(loss)(params, x[indices], y[indices])
         t = t + 1
         alpha = LEARNING_RATE * jnp.sqrt(1 - BETA_2 ** t) / (1 - BETA_1 ** t)
         m = jax.tree.map(lambda m, g: m + (g - m) * (1 - BETA_1), m, grads)
@@ -51,7 +53,7 @@ def train_epoch(params, m, v, t, x_batches, y_batches):
         params = jax.tree.map(lambda p, m, v: p - alpha * m / (jnp.sqrt(v) + EPSILON), params, m, v)
         return (params, m, v, t), value
 
-    (params, m, v, t), losses = jax.lax.scan(step, (params, m, v, t), (x_batches, y_batches))
+    (params, m, v, t), losses = jax.lax.scan(step, (params, m, v, t), batch_indices)
     return params, m, v, t, losses.mean()
 
 
@@ -68,8 +70,8 @@ def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
 
 def main(hidden: list[int], epochs: int) -> dict:
     (train_images, train_labels), (test_images, test_labels) = load_arrays()
-    x = (train_images.reshape(-1, 784) / np.float32(255)).astype(np.float32)
-    y = train_labels.astype(np.int32)
+    x = jnp.asarray(train_images.reshape(-1, 784) / np.float32(255), dtype=jnp.float32)
+    y = jnp.asarray(train_labels.astype(np.int32))
     params = init(jax.random.key(0), [784, *hidden, 10])
     m = jax.tree.map(jnp.zeros_like, params)
     v = jax.tree.map(jnp.zeros_like, params)
@@ -79,10 +81,8 @@ def main(hidden: list[int], epochs: int) -> dict:
     seconds = []
     for _ in range(epochs):
         started = time.perf_counter()
-        order = rng.permutation(len(y))[: steps * BATCH]
-        x_batches = jnp.asarray(x[order].reshape(steps, BATCH, 784))
-        y_batches = jnp.asarray(y[order].reshape(steps, BATCH))
-        params, m, v, t, _ = train_epoch(params, m, v, t, x_batches, y_batches)
+        batch_indices = jnp.asarray(rng.permutation(len(y))[: steps * BATCH].reshape(steps, BATCH))
+        params, m, v, t, _ = train_epoch(params, m, v, t, x, y, batch_indices)
         jax.block_until_ready(params)
         seconds.append(time.perf_counter() - started)
     test_x = jnp.asarray(test_images.reshape(-1, 784) / np.float32(255))
