@@ -15,8 +15,10 @@ import numpy as np
 
 from denselab import plots
 from denselab.data import Dataset
+from denselab.firmware import int8_footprint
 from denselab.findings import Finding, VariantSummary, answer_questions, summarize_variants
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
+from denselab.model import load_model
 from denselab.predict import DensePredictor
 from denselab.study import Study
 
@@ -38,6 +40,8 @@ class Report:
     figures: list[Figure]
     failed: list[dict]
     environment: str
+    # Variant name -> (int8 .tflite bytes, boards it fits), from its first seed's model.
+    deployment: dict[str, tuple[int, list[str]]]
 
     @property
     def best(self) -> VariantSummary:
@@ -75,36 +79,18 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     figures += _prediction_figures(best_runs[0], dataset)
     environment = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
                   f"Keras backend {runs[0]['keras_backend']}"
-    return Report(study, summaries, findings, figures, failed or [], environment)
-
-
-def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
-    """The exercise's print(classifications[0]) as a chart, and misclassified test images."""
-    from denselab.model import load_model
-
-    predictor = DensePredictor.from_keras(load_model(Path(run["model_path"])), run["config"]["normalization"])
-    probabilities = predictor.probabilities(dataset.test_images)
-    names = dataset.class_names
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != dataset.test_labels)[:MISCLASSIFIED_SHOWN]
-    label = f"{run['variant']}, seed {run['seed']}"
-    return [
-        Figure("test-image-0", f"Test image 0 and the probability vector that {label} gives it.",
-               plots.probability_vector(
-                   dataset.test_images[0], probabilities[0].tolist(), list(names),
-                   names[int(dataset.test_labels[0])], f"model.predict(test image 0), {label}",
-               )),
-        Figure("misclassified", f"The first {len(wrong)} misclassified test images of {label}.",
-               plots.misclassified_grid(
-                   dataset.test_images[wrong], [names[i] for i in dataset.test_labels[wrong]],
-                   [names[i] for i in predicted[wrong]], probabilities[wrong, predicted[wrong]].tolist(),
-               )),
-    ]
+    deployment = {}
+    for summary in summaries:
+        first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
+        deployment[summary.name] = int8_footprint(
+            load_model(Path(first["model_path"])), dataset, first["config"]["normalization"])
+    return Report(study, summaries, findings, figures, failed or [], environment, deployment)
 
 
 # --- rendering -------------------------------------------------------------------------
 
 TABLE_HEADER = ("variant", "params", "train acc.", "test acc.", "test loss", "epochs", "s/epoch", "seeds")
+DEPLOYMENT_HEADER = ("int8 bytes", "fits on")
 
 
 def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
@@ -116,6 +102,14 @@ def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
     ) for s in summaries]
 
 
+def _rows_with_deployment(report: Report) -> list[tuple[str, ...]]:
+    rows = []
+    for row, summary in zip(summary_rows(report.summaries), report.summaries):
+        size, boards = report.deployment[summary.name]
+        rows.append(row + (f"{size:,}", ", ".join(boards) or "none listed"))
+    return rows
+
+
 def _markdown(report: Report) -> str:
     lines = [f"# denselab study: {report.study.name}", "", report.study.description, "",
              f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", "",
@@ -123,10 +117,14 @@ def _markdown(report: Report) -> str:
     for finding in report.findings:
         lines.append(f"**{finding.question.question}** ({finding.question.baseline} → {finding.question.variant})")
         lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
+    header = TABLE_HEADER + DEPLOYMENT_HEADER
     lines += ["## Variants (mean ± std over seeds)", "",
-              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report.summaries)]
-    lines += ["", *[f"- **{s.name}**: {s.reason}" for s in report.summaries], ""]
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows_with_deployment(report)]
+    lines += ["", "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed; "
+              "fits on: the boards of boards.toml whose flash holds it with the TFLM runtime and whose "
+              "RAM holds its measured arena.", "",
+              *[f"- **{s.name}**: {s.reason}" for s in report.summaries], ""]
     if report.failed:
         lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
                                           for run in report.failed] + [""]
@@ -154,8 +152,8 @@ def _html(report: Report) -> str:
         parts.append(f"<h3>{e(q.question)} ({e(q.baseline)} → {e(q.variant)})</h3><ul>")
         parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
     parts.append("<h2>Variants (mean ± std over seeds)</h2><table><tr>")
-    parts += [f"<th>{e(cell)}</th>" for cell in TABLE_HEADER] + ["</tr>"]
-    for row in summary_rows(report.summaries):
+    parts += [f"<th>{e(cell)}</th>" for cell in TABLE_HEADER + DEPLOYMENT_HEADER] + ["</tr>"]
+    for row in _rows_with_deployment(report):
         parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
     parts.append("</table><ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
     if report.failed:

@@ -1,0 +1,159 @@
+"""TensorFlow Lite export on the real test set, and the microcontroller check under TFLM."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from denselab.export import LiteRTClassifier, convert, export_model, op_names
+from denselab.firmware import (
+    board_fit, c_array_sources, check_under_tflm, export_for_microcontroller, load_boards, parse_c_array,
+    arena_allocates, smallest_arena,
+)
+from denselab.model import ModelSpec
+from denselab.train import TrainConfig, load_trained_model, save_run, train
+from test_cli import assert_one_line_error, denselab
+
+
+@pytest.fixture(scope="module")
+def deeper_dir(fashion, tmp_path_factory):
+    """The exercise's Dense(512) -> Dense(512) model, trained for 2 epochs on the real data."""
+    run = train(ModelSpec((512, 512)), fashion, TrainConfig(epochs=2, seed=1))
+    return save_run(run, tmp_path_factory.mktemp("deeper"))
+
+
+@pytest.fixture(scope="module")
+def deeper_exports(deeper_dir, fashion):
+    trained = load_trained_model(deeper_dir / "model.keras")
+    results = export_model(trained.model, ["none", "int8"], fashion, deeper_dir / "export")
+    return {result.quantize: result for result in results}
+
+
+def test_int8_accuracy_within_one_point_of_float(deeper_exports):
+    float_export, int8_export = deeper_exports["none"], deeper_exports["int8"]
+    assert abs(float_export.accuracy_drop) < 0.001  # float32 .tflite is the Keras model
+    assert abs(int8_export.test_accuracy - float_export.test_accuracy) <= 0.010
+    assert int8_export.top1_agreement > 0.97
+
+
+def test_int8_is_under_30_percent_of_float(deeper_exports):
+    assert deeper_exports["int8"].size_bytes < 0.30 * deeper_exports["none"].size_bytes
+    assert deeper_exports["int8"].path.stat().st_size == deeper_exports["int8"].size_bytes
+
+
+def test_int8_has_int8_input_output_and_only_builtin_ops(deeper_exports):
+    classifier = LiteRTClassifier(deeper_exports["int8"].path.read_bytes())
+    assert classifier.input["dtype"] == np.int8 and classifier.output["dtype"] == np.int8
+    assert list(classifier.input["shape"]) == [1, 28, 28]
+    assert set(op_names(deeper_exports["int8"].path.read_bytes())) == {"RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
+
+
+def test_tflm_identical_to_reference_kernels_and_minimal_arena(deeper_exports, fashion):
+    model_bytes = deeper_exports["int8"].path.read_bytes()
+    check = check_under_tflm(model_bytes, fashion.test_images[:1000], fashion.test_labels[:1000])
+    # Identical on nearly every image. Not on all: for this model 2 of the first 1000
+    # differ (seen), one by 15 int8 steps on a near-tie between two classes, so TFLM's
+    # arithmetic is not exactly LiteRT's reference kernels'; the check reports it.
+    assert check.differing_outputs <= 10 and check.identical_to_reference == (check.differing_outputs == 0)
+    assert check.top_class_agreement >= 0.995
+    assert check.accuracy > 0.8
+    path = deeper_exports["int8"].path
+    assert arena_allocates(path, check.arena_bytes)  # allocates...
+    assert not arena_allocates(path, check.arena_bytes - 1)  # ...and one byte less does not
+    assert smallest_arena(model_bytes) == check.arena_bytes
+
+
+def test_c_array_round_trip_and_compiles(deeper_exports, tmp_path):
+    model_bytes = deeper_exports["int8"].path.read_bytes()
+    sources = c_array_sources(model_bytes, "dense_512_512")
+    assert parse_c_array(sources["model_data.cc"]) == model_bytes
+    assert "alignas(16) const unsigned char g_dense_512_512_model_data[]" in sources["model_data.cc"]
+    for name, text in sources.items():
+        (tmp_path / name).write_text(text)
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    for name in ("model_data.cc", "model_data.h"):
+        result = subprocess.run([compiler, "-std=c++17", "-fsyntax-only", "-x", "c++", name],
+                                cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_c_identifier_from_any_model_name():
+    assert "g_model_2layers_model_data" in c_array_sources(b"\x00", "2layers")["model_data.h"]
+    assert "g_my_model_model_data" in c_array_sources(b"\x00", "my-model")["model_data.h"]
+
+
+def test_board_budgets():
+    boards, runtime = load_boards()
+    assert {"nano33ble", "esp32", "pico", "stm32f746disco", "samd21"} <= set(boards)
+    assert boards["samd21"].ram_bytes == 32 * 1024
+    fit = board_fit("nano33ble", 700_000, 5_000, 794)
+    assert fit.fits and fit.flash_margin_bytes == 1_048_576 - 700_000 - runtime
+    assert fit.ram_margin_bytes == 262_144 - 5_794
+    assert not board_fit("samd21", 700_000, 5_000, 794).fits
+
+
+def test_whole_export_with_target_and_c_sources(deeper_dir, fashion, tmp_path):
+    trained = load_trained_model(deeper_dir / "model.keras")
+    report = export_for_microcontroller(trained, fashion, ["int8"], tmp_path, c_array=True, target="samd21",
+                                        tflm_images=200)
+    assert report["macs"] == ModelSpec((512, 512)).macs() == 668_672
+    assert report["tflm"]["images"] == 200 and report["tflm"]["top_class_agreement"] >= 0.99
+    assert report["target"]["name"] == "samd21" and report["target"]["fits"] is False  # 700 KB > 256 KB flash
+    assert "nano33ble" in report["boards_that_fit"]
+    main_cc = (tmp_path / "main.cc").read_text()
+    assert "resolver.AddFullyConnected();" in main_cc and f"kArenaSize = {report['tflm']['arena_bytes']};" in main_cc
+    assert parse_c_array((tmp_path / "model_data.cc").read_text()) == (tmp_path / "dense_512_512_int8.tflite").read_bytes()
+
+
+def test_cli_export_json(trained_dir, fashion_slice_dir, tmp_path):
+    result = denselab("export", trained_dir / "model.keras", "--all", "--target", "pico", "--out", tmp_path / "out",
+                      "--data-dir", fashion_slice_dir, "--tflm-images", "100", "--calibration", "50", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [row["quantize"] for row in report["exports"]] == ["none", "float16", "dynamic", "int8"]
+    assert set(report) >= {"model", "exports", "tflm", "macs", "target"}
+    assert report["target"]["fits"] is True and report["macs"] == 15_880
+    sizes = {row["quantize"]: row["size_bytes"] for row in report["exports"]}
+    assert sizes["int8"] < sizes["float16"] < sizes["none"]
+
+
+def test_cli_export_of_a_model_trained_on_tensorflow(fashion_slice_dir, tmp_path):
+    trained = denselab("train", "--epochs", "1", "--seed", "2", "--data-dir", fashion_slice_dir, "--out", tmp_path,
+                       env={"KERAS_BACKEND": "tensorflow"})
+    assert trained.returncode == 0, trained.stderr
+    result = denselab("export", tmp_path / "model.keras", "--quantize", "none", "--data-dir", fashion_slice_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["exports"][0]["accuracy_drop"] == pytest.approx(0, abs=0.002)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--target", "uno"], "unknown target 'uno'"),
+    (["--calibration", "0"], "--calibration must be >= 1"),
+    (["--quantize", "int4"], "unknown quantization 'int4'"),
+])
+def test_cli_export_bad_options(trained_dir, tmp_path, args, fragment):
+    assert_one_line_error(denselab("export", trained_dir / "model.keras", "--out", tmp_path / "out", *args), fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_out_is_a_file_and_not_a_dense_model(trained_dir, tmp_path):
+    (tmp_path / "file").write_text("keep")
+    assert_one_line_error(denselab("export", trained_dir / "model.keras", "--out", tmp_path / "file"), "is a file")
+    import keras
+
+    conv = keras.Sequential([keras.Input((28, 28)), keras.layers.Reshape((28, 28, 1)), keras.layers.Conv2D(2, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    conv.save(tmp_path / "conv.keras")
+    assert_one_line_error(denselab("export", tmp_path / "conv.keras", "--out", tmp_path / "x"), "dense classifiers only")
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_from_weights_equals_keras(trained_dir, fashion):
+    trained = load_trained_model(trained_dir / "model.keras")
+    classifier = LiteRTClassifier(convert(trained.model, "none"))
+    expected = trained.predictor().probabilities(fashion.test_images[:50])
+    np.testing.assert_allclose(classifier.probabilities(fashion.test_images[:50]), expected, atol=1e-5)
