@@ -7,7 +7,9 @@ converts that with `TFLiteConverter.from_saved_model`. Going through the weights
 than `model.export` makes the result the same whichever Keras backend trained the model.
 """
 
+import contextlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,28 @@ class ExportResult:
 def check_quantize(quantize: str) -> None:
     if quantize not in QUANTIZATIONS:
         raise BadInput(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+
+
+@contextlib.contextmanager
+def c_output_silenced():
+    """Silence what C++ libraries print straight to file descriptors 1 and 2.
+
+    TensorFlow's converter logs through absl, LiteRT announces its XNNPACK delegate and
+    TFLM prints a line per interpreter and its allocation failures; none of it is for the
+    user, and stdout must stay clean for --json. Python exceptions still carry the errors.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        for descriptor, copy in zip((1, 2), saved):
+            os.dup2(copy, descriptor)
+            os.close(copy)
 
 
 def _quiet_tensorflow():
@@ -101,7 +125,8 @@ def convert(model, quantize: str, calibration_images: np.ndarray | None = None, 
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
+        with c_output_silenced():
+            return bytes(converter.convert())
 
 
 def calibration_images(dataset: Dataset, count: int = CALIBRATION_IMAGES) -> np.ndarray:
@@ -121,8 +146,9 @@ class LiteRTClassifier:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
-        self.interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
-        self.interpreter.allocate_tensors()
+        with c_output_silenced():
+            self.interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.normalization = normalization

@@ -5,8 +5,6 @@ package), compares its outputs with LiteRT's reference kernels, and finds the sm
 tensor arena with which TFLM allocates the model.
 """
 
-import contextlib
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import numpy as np
 
 from denselab.data import IMAGE_SIDE
 from denselab.errors import BadInput
-from denselab.export import LiteRTClassifier, op_names
+from denselab.export import LiteRTClassifier, c_output_silenced, op_names
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 
 TFLM_IMAGES = 1000  # test images run through TFLM: enough to trust its accuracy to ~1 pp
@@ -32,31 +30,13 @@ SMALLEST_ARENA_PROBED = 1024
 
 # --- TensorFlow Lite Micro ---------------------------------------------------------------
 
-@contextlib.contextmanager
-def _c_output_silenced():
-    """TFLM's C++ prints a line per interpreter, and its allocation failures, straight to
-    file descriptors 1 and 2; keep them for denselab's own output (and --json)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        for descriptor, copy in zip((1, 2), saved):
-            os.dup2(copy, descriptor)
-            os.close(copy)
-
-
 def tflm_interpreter(model_bytes: bytes, arena_size: int | None = None):
     """A TFLM interpreter for the model; raises RuntimeError when the arena is too small."""
     import tflite_micro
 
     if arena_size is not None and arena_size < SMALLEST_ARENA_PROBED:
         raise ValueError(f"arena_size {arena_size} is below {SMALLEST_ARENA_PROBED}, where tflite-micro crashes")
-    with _c_output_silenced():
+    with c_output_silenced():
         return tflite_micro.runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
 
 

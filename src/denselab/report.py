@@ -87,6 +87,28 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     return Report(study, summaries, findings, figures, failed or [], environment, deployment)
 
 
+def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
+    """The exercise's print(classifications[0]) as a chart, and misclassified test images."""
+    predictor = DensePredictor.from_keras(load_model(Path(run["model_path"])), run["config"]["normalization"])
+    probabilities = predictor.probabilities(dataset.test_images)
+    names = dataset.class_names
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != dataset.test_labels)[:MISCLASSIFIED_SHOWN]
+    label = f"{run['variant']}, seed {run['seed']}"
+    return [
+        Figure("test-image-0", f"Test image 0 and the probability vector that {label} gives it.",
+               plots.probability_vector(
+                   dataset.test_images[0], probabilities[0].tolist(), list(names),
+                   names[int(dataset.test_labels[0])], f"model.predict(test image 0), {label}",
+               )),
+        Figure("misclassified", f"The first {len(wrong)} misclassified test images of {label}.",
+               plots.misclassified_grid(
+                   dataset.test_images[wrong], [names[i] for i in dataset.test_labels[wrong]],
+                   [names[i] for i in predicted[wrong]], probabilities[wrong, predicted[wrong]].tolist(),
+               )),
+    ]
+
+
 # --- rendering -------------------------------------------------------------------------
 
 TABLE_HEADER = ("variant", "params", "train acc.", "test acc.", "test loss", "epochs", "s/epoch", "seeds")
