@@ -238,7 +238,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Path | None = None, allo
 
 # --- image files -----------------------------------------------------------------------
 
-MAX_IMAGE_PIXELS = 4096 * 4096
+# Larger images are refused before decoding: a few MB of PNG can hold gigabytes of pixels.
+MAX_IMAGE_SIDE = 4096
 
 
 def image_bytes_to_pixels(data: bytes, source: str) -> np.ndarray:
@@ -250,14 +251,17 @@ def image_bytes_to_pixels(data: bytes, source: str) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
+    too_large = f"{source} is larger than {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels"
     try:
         image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise BadInput(f"{source} is {image.width}x{image.height} pixels; the limit is 4096x4096")
+        if image.width > MAX_IMAGE_SIDE or image.height > MAX_IMAGE_SIDE:
+            raise BadInput(f"{source} is {image.width}x{image.height} pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")
         image.load()
     except BadInput:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise BadInput(too_large) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         reason = "not an image" if isinstance(error, UnidentifiedImageError) else f"a damaged image ({error})"
         raise BadInput(f"{source} is {reason}") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

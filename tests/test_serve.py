@@ -1,0 +1,138 @@
+"""The HTTP API against the app (FastAPI's TestClient), every bad input included."""
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from denselab.serve import MAX_BATCH, create_app
+from denselab.train import load_trained_model
+
+
+def png(pixels: np.ndarray, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(trained_dir):
+    return TestClient(create_app(trained_dir / "model.keras"))
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_dir):
+    return load_trained_model(trained_dir / "model.keras").predictor()
+
+
+def test_health_model_and_openapi(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    model = client.get("/model").json()
+    assert model["format"] == "keras" and model["layer_sizes"] == [784, 20, 10] and model["parameters"] == 15910
+    assert model["classes"][9] == "Ankle boot" and 0.5 < model["test_accuracy"] < 1
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_png_equals_the_predictor(client, predictor, fashion):
+    response = client.post("/predict", content=png(fashion.test_images[0]), headers={"content-type": "image/png"})
+    assert response.status_code == 200
+    answer = response.json()
+    expected = predictor.probabilities(fashion.test_images[0])
+    assert list(answer["probabilities"].values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert answer["top_class"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    assert answer["input"] == fashion.test_images[0].tolist() and answer["latency_ms"] >= 0
+
+
+def test_predict_json_pixels_and_multipart(client, fashion):
+    by_json = client.post("/predict", json={"pixels": fashion.test_images[1].tolist()}).json()
+    upload = {"file": ("photo.png", png(255 - fashion.test_images[1], "RGB"), "image/png")}
+    by_file = client.post("/predict", files=upload).json()
+    assert by_json["top_class"] == by_file["top_class"] == "Pullover"
+
+
+def test_batch(client, predictor, fashion):
+    inputs = [{"pixels": image.tolist()} for image in fashion.test_images[:5]]
+    predictions = client.post("/predict/batch", json={"inputs": inputs}).json()["predictions"]
+    tops = predictor.probabilities(fashion.test_images[:5]).argmax(axis=1)
+    names = client.get("/model").json()["classes"]
+    assert [p["top_class"] for p in predictions] == [names[i] for i in tops]
+    too_many = client.post("/predict/batch", json={"inputs": inputs[:1] * (MAX_BATCH + 1)})
+    assert too_many.status_code == 400 and "at most 256" in too_many.json()["error"]
+
+
+def test_random_test_image(client, fashion):
+    answer = client.get("/random-test-image").json()
+    assert np.array_equal(fashion.test_images[answer["index"]], answer["pixels"])
+    assert answer["true_label"] in client.get("/model").json()["classes"]
+
+
+def huge_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = [
+    ("not an image", {"content": b"hello there", "headers": {"content-type": "image/png"}}, 400, "not an image"),
+    ("truncated", {"content": None, "headers": {"content-type": "image/png"}}, 400, "damaged image"),
+    ("over 5 MB", {"content": b"\x89PNG" + bytes(5 * 1024 * 1024), "headers": {"content-type": "image/png"}}, 413, "over the limit"),
+    ("over 4096x4096", {"content": huge_png(4097, 16), "headers": {"content-type": "image/png"}}, 413, "4097x16"),
+    ("wrong shape", {"json": {"pixels": [[0] * 28] * 27}}, 400, "shape [27, 28]"),
+    ("values over 255", {"json": {"pixels": [[300] * 28] * 28}}, 400, "outside 0-255"),
+    ("negative values", {"json": {"pixels": [[-1] * 28] * 28}}, 400, "outside 0-255"),
+    ("not numbers", {"json": {"pixels": [["a"] * 28] * 28}}, 400, "28 rows of 28 numbers"),
+    ("no pixels", {"json": {"image": []}}, 400, "needs \"pixels\""),
+    ("wrong content type", {"content": b"abc", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
+    ("empty body", {"content": b"", "headers": {"content-type": "image/png"}}, 400, "empty request body"),
+    ("broken JSON", {"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name, request_args, status, fragment", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_inputs_get_a_4xx_with_a_json_error(client, fashion, name, request_args, status, fragment):
+    if name == "truncated":
+        data = png(np.tile(fashion.test_images[0], (8, 8)))
+        request_args = {**request_args, "content": data[: len(data) // 2]}
+    response = client.post("/predict", **request_args)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    # ...and the server keeps serving.
+    assert client.post("/predict", json={"pixels": fashion.test_images[0].tolist()}).status_code == 200
+
+
+def test_concurrent_requests(client, fashion):
+    def one(index):
+        return client.post("/predict", json={"pixels": fashion.test_images[index].tolist()}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one, range(64))) == {200}
+
+
+def test_serves_an_int8_tflite_model(trained_dir, fashion, predictor, tmp_path):
+    from denselab.export import calibration_images, convert
+
+    trained = load_trained_model(trained_dir / "model.keras")
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(convert(trained.model, "int8", calibration_images(fashion)))
+    tflite_client = TestClient(create_app(path))
+    model = tflite_client.get("/model").json()
+    assert model["format"] == "tflite" and model["input_type"] == "int8"
+    images = fashion.test_images[:20]
+    answers = [tflite_client.post("/predict", json={"pixels": image.tolist()}).json() for image in images]
+    agree = np.mean([a["top_class"] == model["classes"][i] for a, i in
+                     zip(answers, predictor.probabilities(images).argmax(axis=1))])
+    assert agree >= 0.9
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"junk")
+    from denselab.errors import BadInput
+
+    with pytest.raises(BadInput, match="is not a TensorFlow Lite model"):
+        create_app(tmp_path / "model.tflite")
+    with pytest.raises(BadInput, match="does not exist"):
+        create_app(tmp_path / "absent.keras")
