@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench system-dataset clean
+.PHONY: run test bench system-dataset system-browser clean
 
 # The virtual environment, rebuilt whenever the pinned requirements change.
 $(INSTALLED): requirements.txt pyproject.toml
@@ -17,12 +17,16 @@ $(INSTALLED): requirements.txt pyproject.toml
 system-dataset:
 	scripts/system-packages.sh dataset
 
+# Debian's chromium, for the browser test of the serving page (Playwright drives it).
+system-browser:
+	scripts/system-packages.sh browser
+
 # The main job: every experiment of the exercise over 3 seeds, and its report
 # (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused.
 run: $(INSTALLED) system-dataset
 	$(BIN)/denselab explore
 
-test: $(INSTALLED) system-dataset
+test: $(INSTALLED) system-dataset system-browser
 	$(BIN)/python -m pytest
 
 clean:
