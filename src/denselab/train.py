@@ -174,8 +174,6 @@ def train(
     seed when None, recorded in the result), so the same seed gives the same run on the
     same machine and backend.
     """
-    import keras
-
     config = config.with_seed()
     cache_compiled_programs()
     seed_everything(config.seed)
