@@ -1,8 +1,9 @@
 """The prediction service: a trained model (Keras or TensorFlow Lite) over HTTP, and its page.
 
-The model is loaded once, when the app is created. Handlers are plain functions, which
-FastAPI runs in a thread pool, so requests do not wait for each other; the NumPy
-predictor is read-only and LiteRT interpreters are guarded by a lock.
+The model is loaded once, when the app is created. The handlers only read the request
+on the event loop; decoding images and running the model happen in Starlette's thread
+pool, so a slow request does not hold up the others. The NumPy predictor is read-only
+and a LiteRT interpreter is guarded by a lock.
 """
 
 import json
@@ -101,6 +102,7 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     loaded = load_for_serving(model_path, normalization)
     names = loaded.class_names
@@ -146,14 +148,15 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
                 raise BadInput("multipart body has no file field")
             if len(files) > (MAX_BATCH if batch else 1):
                 raise BadInput(f"at most {MAX_BATCH if batch else 1} files per request")
-            return np.stack([_image_pixels(await file.read(), file.filename or "upload") for file in files])
+            uploads = [(await file.read(), file.filename or "upload") for file in files]
+            return await run_in_threadpool(lambda: np.stack([_image_pixels(data, name) for data, name in uploads]))
         body = await request.body()
         if not body:
             raise BadInput("empty request body; send a PNG or JPEG, or JSON {\"pixels\": [[...28 numbers...] x 28]}")
         if content_type in IMAGE_TYPES:
             if batch:
                 raise BadInput("/predict/batch takes JSON {\"inputs\": [{\"pixels\": ...}, ...]} or multipart files")
-            return _image_pixels(body, "upload")[None]
+            return (await run_in_threadpool(_image_pixels, body, "upload"))[None]
         if content_type == "application/json":
             try:
                 document = json.loads(body)
@@ -190,12 +193,13 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
     async def predict(request: Request):
         """One image: PNG/JPEG body, a multipart `file`, or JSON {"pixels": 28x28 numbers 0-255}."""
         pixels = await read_inputs(request, batch=False)
-        return answer(pixels)[0]
+        return (await run_in_threadpool(answer, pixels))[0]
 
     @app.post("/predict/batch")
     async def predict_batch(request: Request):
         """Up to 256 inputs: JSON {"inputs": [{"pixels": ...}, ...]} or multipart files."""
-        return {"predictions": answer(await read_inputs(request, batch=True))}
+        pixels = await read_inputs(request, batch=True)
+        return {"predictions": await run_in_threadpool(answer, pixels)}
 
     @app.get("/random-test-image")
     def random_test_image():
