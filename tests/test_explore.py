@@ -127,8 +127,7 @@ def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_p
         time.sleep(0.05)
     else:
         pytest.fail("the study never reached its second run")
-    time.sleep(0.3)  # inside the second run's training
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # a 'running' row: the kill lands inside a run
     process.wait()
     interrupted = stored_runs(db)
     finished_before = [run for run in interrupted if run["status"] == "finished"]
