@@ -28,6 +28,10 @@ def explore(
     out: Annotated[Path, typer.Option(help="Directory for report.md, report.html and figures/.")] = Path("reports/explore"),
     models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
     data_dir: DataDirOption = None,
+    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="CPUs each Ray task asks for.")] = 1,
+    gpus_per_run: Annotated[float, typer.Option(help="GPUs each Ray task asks for.")] = 0,
     as_json: JsonOption = False,
 ):
     """Run the exercise's experiments over several seeds and write a report with findings.
@@ -40,6 +44,10 @@ def explore(
     from denselab.store import RunStore
     from denselab.study import load_study
 
+    if executor not in ("local", "ray"):
+        raise BadInput(f"unknown executor {executor!r}; choose local or ray")
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise BadInput("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
     study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
     if out.exists() and not out.is_dir():
         raise BadInput(f"report directory {out} is a file; choose another --out")
@@ -50,7 +58,13 @@ def explore(
                           f"from {study.source}; runs in {db}")
         try:
             with _study_progress() as on_progress:
-                outcome = run_study(study, store, models_dir, data_dir, on_progress, datasets)
+                if executor == "ray":
+                    from denselab.scaleout import run_study_on_ray
+
+                    outcome = run_study_on_ray(study, store, models_dir, datasets, ray_address,
+                                               cpus_per_run, gpus_per_run, on_progress)
+                else:
+                    outcome = run_study(study, store, models_dir, data_dir, on_progress, datasets)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished runs are stored; run the same command again to continue")
             raise typer.Exit(130)
