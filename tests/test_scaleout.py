@@ -131,3 +131,11 @@ def test_a_run_that_always_fails_is_recorded_and_the_others_finish(namespace, ra
     assert all("failure injected" in run["error"] for run in runs if run["status"] == "failed")
     assert not list((tmp_path / "models" / "small" / "always-fails").glob("*.keras"))  # nothing partial
     assert shutil.which("pgrep")  # the kill test above depends on it
+
+
+def test_workers_run_in_parallel_local_processes(namespace, fashion_slice_dir, tmp_path):
+    local = denselab(*explore(SMALL_STUDY, fashion_slice_dir, tmp_path / "local"))
+    parallel = denselab_in(namespace, *explore(SMALL_STUDY, fashion_slice_dir, tmp_path / "workers", "--workers", "2"))
+    assert local.returncode == 0 and parallel.returncode == 0, parallel.stderr
+    here, there = stored(tmp_path / "local" / "runs.sqlite"), stored(tmp_path / "workers" / "runs.sqlite")
+    assert [r["test_accuracy"] for r in here] == [r["test_accuracy"] for r in there]

@@ -45,17 +45,21 @@ def run_study_on_ray(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     on_progress: Callable[[StudyProgress], None] | None = None,
+    local_cpus: int | None = None,
 ) -> StudyOutcome:
     """Like explore.run_study, with every unfinished run a Ray task.
 
     Args:
         address: a Ray cluster's address ("HOST:PORT"); None starts a local instance.
         cpus_per_run, gpus_per_run: what each task asks Ray for.
+        local_cpus: CPUs of the local instance (how many runs go in parallel at 1 CPU each).
     """
     import ray
 
     if not ray.is_initialized():
         options = dict(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address is None and local_cpus is not None:
+            options["num_cpus"] = local_cpus
         if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
             # Left alone, Ray advertises the machine's network address even for a cluster
             # on loopback; a local study should not talk over the network at all.

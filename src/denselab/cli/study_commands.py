@@ -32,6 +32,7 @@ def explore(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
     cpus_per_run: Annotated[float, typer.Option(help="CPUs each Ray task asks for.")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="GPUs each Ray task asks for.")] = 0,
+    workers: Annotated[int, typer.Option(help="Runs trained in parallel on this machine (>1: local Ray processes).")] = 1,
     as_json: JsonOption = False,
 ):
     """Run the exercise's experiments over several seeds and write a report with findings.
@@ -48,6 +49,8 @@ def explore(
         raise BadInput(f"unknown executor {executor!r}; choose local or ray")
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise BadInput("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+    if workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
     study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
     if out.exists() and not out.is_dir():
         raise BadInput(f"report directory {out} is a file; choose another --out")
@@ -58,11 +61,13 @@ def explore(
                           f"from {study.source}; runs in {db}")
         try:
             with _study_progress() as on_progress:
-                if executor == "ray":
+                if executor == "ray" or workers > 1:
                     from denselab.scaleout import run_study_on_ray
 
+                    # --workers N: N worker processes of a local Ray instance, one run each.
                     outcome = run_study_on_ray(study, store, models_dir, datasets, ray_address,
-                                               cpus_per_run, gpus_per_run, on_progress)
+                                               1 if workers > 1 else cpus_per_run, gpus_per_run, on_progress,
+                                               local_cpus=workers if workers > 1 else None)
                 else:
                     outcome = run_study(study, store, models_dir, data_dir, on_progress, datasets)
         except KeyboardInterrupt:
