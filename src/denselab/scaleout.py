@@ -57,7 +57,9 @@ def run_study_on_ray(
     import ray
 
     if not ray.is_initialized():
-        options = dict(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local" always starts a new instance, even where another cluster already runs.
+        options = dict(address=address or "local", include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)
         if address is None and local_cpus is not None:
             options["num_cpus"] = local_cpus
         if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
