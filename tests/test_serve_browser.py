@@ -108,16 +108,24 @@ def seen_pixels(page) -> np.ndarray:
 
 
 def assert_results_shown(page) -> None:
-    rows = page.locator("#bars .bar-row")
-    assert rows.count() == 10
-    assert page.locator("#bars .bar-row .name").all_inner_texts() == FASHION_NAMES
-    percentages = [float(text.rstrip("%")) for text in page.locator("#bars .bar-row .pct").all_inner_texts()]
+    # One snapshot in one JavaScript call: while drawing, a newer answer can arrive between
+    # two separate reads and change the bars under the test (seen: a flaky mismatch).
+    shown = page.evaluate("""() => ({
+        rows: document.querySelectorAll("#bars .bar-row").length,
+        names: Array.from(document.querySelectorAll("#bars .bar-row .name"), e => e.innerText),
+        percentages: Array.from(document.querySelectorAll("#bars .bar-row .pct"), e => e.innerText),
+        top: document.getElementById("top").innerText,
+        topRow: (document.querySelector("#bars .bar-row.top .name") || {}).innerText,
+        error: document.getElementById("error").innerText,
+    })""")
+    assert shown["rows"] == 10 and shown["names"] == FASHION_NAMES
+    percentages = [float(text.rstrip("%")) for text in shown["percentages"]]
     assert sum(percentages) == pytest.approx(100, abs=1)
-    top_name, top_percent = page.inner_text("#top").split(" — ")
+    top_name, top_percent = shown["top"].split(" — ")
     assert top_name in FASHION_NAMES
     assert float(top_percent.rstrip("%")) == pytest.approx(max(percentages), abs=0.05)
-    assert page.locator("#bars .bar-row.top .name").inner_text() == top_name
-    assert page.inner_text("#error") == ""
+    assert shown["topRow"] == top_name
+    assert shown["error"] == ""
 
 
 def test_draw_upload_and_random_image(page, fashion, tmp_path):
