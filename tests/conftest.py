@@ -1,12 +1,34 @@
-"""Shared fixtures: IDX files written by the tests, the real dataset, one trained model."""
+"""Shared fixtures: an empty home, IDX files written by the tests, the real dataset, one
+trained model, and a real two-node Ray cluster on loopback."""
 
 import gzip
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pytest
+# No test may read or write the home directory of whoever runs the suite: a Ray token, a
+# compile cache or a dataset left there once hid a failure that a fresh machine showed.
+# This runs before anything imports Keras (which writes ~/.keras when imported), and every
+# command a test starts inherits it.
+TEST_HOME = Path(tempfile.mkdtemp(prefix="denselab-test-home-"))
+os.environ.update({
+    "HOME": str(TEST_HOME),
+    "XDG_CACHE_HOME": str(TEST_HOME / ".cache"),
+    "DENSELAB_CACHE": str(TEST_HOME / ".cache" / "denselab"),
+    "KERAS_HOME": str(TEST_HOME / ".keras"),
+    "MPLCONFIGDIR": str(TEST_HOME / ".config" / "matplotlib"),
+    "RAY_USAGE_STATS_ENABLED": "0",
+})
 
-import denselab  # noqa: F401  (sets the Keras backend before anything imports Keras)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import denselab  # noqa: F401, E402  (sets the Keras backend before anything imports Keras)
 from denselab.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_dataset
 
 
@@ -61,3 +83,83 @@ def trained_dir(fashion, tmp_path_factory):
 
     run = train(ModelSpec((20,)), fashion, TrainConfig(epochs=1, seed=7))
     return save_run(run, tmp_path_factory.mktemp("trained"))
+
+
+def stored_runs(db: Path) -> list[dict]:
+    """Every row of a run database, as SQLite holds it (JSON columns as text), by variant and seed."""
+    with sqlite3.connect(db) as connection:
+        connection.row_factory = sqlite3.Row
+        return [dict(row) for row in connection.execute("SELECT * FROM runs ORDER BY variant, seed")]
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+# --- a Ray cluster on loopback ----------------------------------------------------------------
+
+RAY = Path(sys.executable).parent / "ray"
+
+
+@pytest.fixture(scope="session")
+def namespace():
+    """A fresh network namespace with only its loopback interface up; its name.
+
+    Left on the machine's network, Ray advertises the machine's address even when told
+    127.0.0.1, and tests here must talk over loopback only.
+    """
+    name = f"denselab-ray-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a network namespace (needs root and iproute2): {made.stderr.strip()}")
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def inside(namespace: str) -> list[str]:
+    return ["ip", "netns", "exec", namespace]
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    namespace: str
+    address: str  # for --ray-address
+    driver_env: dict  # the environment of a driver: its own home holding a copy of the token
+
+
+def _home_with_token(home: Path, token: Path) -> Path:
+    """A home directory holding a copy of the cluster's token, as the README says to make one."""
+    (home / ".ray").mkdir(parents=True)
+    shutil.copy(token, home / ".ray" / "auth_token")
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(namespace, tmp_path_factory):
+    """A head node and a worker node, one CPU each, started by the README's steps from empty homes.
+
+    Each node and the driver have a home of their own; the head generates the token
+    (`ray get-auth-token --generate`) and the others get a copy of it, as on real machines.
+    """
+    port = 6380
+    head_home = tmp_path_factory.mktemp("ray-head-home")
+    head_env = {**os.environ, "HOME": str(head_home), "RAY_AUTH_MODE": "token"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+
+    def ray(*args, env):
+        result = subprocess.run([*inside(namespace), RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, f"ray {' '.join(args)} failed:\n{result.stderr[-3000:]}"
+
+    ray("get-auth-token", "--generate", env=head_env)
+    token = head_home / ".ray" / "auth_token"
+    ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common, env=head_env)
+    worker_env = {**head_env, "HOME": str(_home_with_token(tmp_path_factory.mktemp("ray-worker-home"), token))}
+    try:
+        ray("start", f"--address=127.0.0.1:{port}", *common, env=worker_env)
+        driver_home = _home_with_token(tmp_path_factory.mktemp("ray-driver-home"), token)
+        yield RayCluster(namespace, f"127.0.0.1:{port}", {**os.environ, "HOME": str(driver_home), "RAY_AUTH_MODE": "token"})
+    finally:
+        subprocess.run([*inside(namespace), RAY, "stop", "--force"], capture_output=True, timeout=120, env=head_env)

@@ -12,10 +12,12 @@ import time
 
 import pytest
 
+from conftest import stored_runs
 from denselab.explore import run_study
 from denselab.findings import answer_questions
 from denselab.report import build_report, write_report
-from denselab.store import RunStore
+from denselab.runs.engine import train_run
+from denselab.runs.store import RunStore
 from denselab.study import parse_study
 from test_cli import assert_one_line_error, denselab
 from test_study import SMALL_STUDY
@@ -31,12 +33,6 @@ def small_study_file(tmp_path_factory):
 def explore_args(study_file, data_dir, root, *extra):
     return ["explore", "--study", study_file, "--data-dir", data_dir, "--db", root / "runs.sqlite",
             "--out", root / "report", "--models-dir", root / "models", *extra]
-
-
-def stored_runs(db):
-    with sqlite3.connect(db) as connection:
-        connection.row_factory = sqlite3.Row
-        return [dict(row) for row in connection.execute("SELECT * FROM runs ORDER BY variant, seed")]
 
 
 @pytest.fixture(scope="module")
@@ -151,26 +147,22 @@ def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_p
             assert resumed_row[metric] == fresh_row[metric], (resumed_row["name"], metric)
 
 
-def test_a_failing_run_is_recorded_and_the_others_finish(fashion, tmp_path, monkeypatch):
+def test_a_failing_run_is_recorded_and_the_others_finish(fashion, tmp_path):
     """The library path the CLI uses. The fault is injected: no real variant fails on demand."""
-    import denselab.explore
 
-    real_train = denselab.explore.train
-
-    def train_failing_wide(spec, dataset, config, on_progress=None):
-        if spec.hidden_units == (40,):
+    def task_failing_wide(variant, dataset, seed, on_progress=None):
+        if variant.spec.hidden_units == (40,):
             raise RuntimeError("injected fault")
-        return real_train(spec, dataset, config, on_progress)
+        return train_run(variant, dataset, seed, on_progress)
 
-    monkeypatch.setattr(denselab.explore, "train", train_failing_wide)
     study = parse_study(SMALL_STUDY, "x.toml")
     small = fashion.subset(train=2000, test=300)
     with RunStore(tmp_path / "runs.sqlite") as store:
-        outcome = run_study(study, store, tmp_path / "models", datasets={"fashion-mnist": small})
+        outcome = run_study(study, store, tmp_path / "models", {"fashion-mnist": small}, task=task_failing_wide)
         assert {run["status"] for run in store.runs() if run["variant"] == "wide"} == {"failed"}
     assert outcome.trained == 2 and [run["variant"] for run in outcome.failed] == ["wide", "wide"]
     assert "RuntimeError: injected fault" in outcome.failed[0]["error"]
-    assert not list((tmp_path / "models" / "small" / "wide").iterdir())  # no partial model left behind
+    assert not (tmp_path / "models" / "small" / "wide").exists()  # no partial model left behind
     report = build_report(study, outcome.runs, small, outcome.failed)
     assert report.findings == answer_questions(study, outcome.runs)
     write_report(report, tmp_path / "report")

@@ -1,8 +1,10 @@
 """The prediction page in headless Chromium against the real `denselab serve`: draw, upload, random image.
 
-Screenshots of the page (desktop and a 360 px phone) land in test-artifacts/ for a person to look at.
+Screenshots of the page (desktop and a 360 px phone) land in the test's temporary folder, or in
+$DENSELAB_TEST_ARTIFACTS when that is set, for a person to look at.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +21,6 @@ from denselab.data import CLASS_NAMES
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FASHION_NAMES = list(CLASS_NAMES["fashion-mnist"])
 UPLOAD_INDEX = 0  # an ankle boot, on a black border, so the dark-on-light copy is clearly "paper"
 WAIT_MS = 30_000
@@ -165,8 +166,9 @@ def test_draw_upload_and_random_image(page, fashion, tmp_path):
     assert page.inner_text("#truth").startswith(f"True label: {true_name}")
     np.testing.assert_array_equal(seen_pixels(page), fashion.test_images[index])
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+    artifacts = Path(os.environ.get("DENSELAB_TEST_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifacts / "serve-page.png"), full_page=True)
     page.set_viewport_size({"width": 360, "height": 740})
     assert page.evaluate("document.documentElement.scrollWidth") <= 360, "nothing may stick out sideways"
-    page.screenshot(path=str(ARTIFACTS / "serve-page-phone.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "serve-page-phone.png"), full_page=True)

@@ -302,12 +302,37 @@ def io_bytes(dataset) -> int:
     return IMAGE_SIDE * IMAGE_SIDE + len(dataset.class_names)
 
 
-def int8_footprint(model, dataset, normalization: str) -> tuple[int, list[str]]:
-    """The size of a model's int8 .tflite export and the boards it fits (for the study report)."""
+def deployment_figures(model, dataset, normalization: str) -> dict:
+    """A trained model's int8 .tflite size, smallest TFLM arena and the boards it fits.
+
+    Measured once per run, when it finishes, and stored with it (see denselab.runs).
+    """
     from denselab.export import calibration_images, convert
 
     model_bytes = convert(model, "int8", calibration_images(dataset), normalization)
-    return len(model_bytes), boards_that_fit(len(model_bytes), smallest_arena(model_bytes), io_bytes(dataset))
+    arena = arena_for_shapes(model_bytes)
+    return {"int8_bytes": len(model_bytes), "arena_bytes": arena,
+            "boards": boards_that_fit(len(model_bytes), arena, io_bytes(dataset))}
+
+
+# Smallest arenas found, by the model's operators and its tensors' shapes and types. TFLM
+# plans its arena from those alone, never from the values of the weights, so the seeds of
+# one variant share it;
+# a bisection costs a dozen child processes (~3 s), paid once per architecture here.
+_ARENAS: dict[tuple, int] = {}
+
+
+def arena_for_shapes(model_bytes: bytes) -> int:
+    """smallest_arena(model_bytes), reused for models of the same operators and tensor shapes and types."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=model_bytes,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    signature = (tuple(op["op_name"] for op in interpreter._get_ops_details()),  # see export.op_names
+                 tuple((tuple(detail["shape"]), str(detail["dtype"])) for detail in interpreter.get_tensor_details()))
+    if signature not in _ARENAS:
+        _ARENAS[signature] = smallest_arena(model_bytes)
+    return _ARENAS[signature]
 
 
 # --- the whole export ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A study's report: report.md with its figures, and a self-contained report.html.
 
-The report never trains: it reads finished runs from the store, the best variant's saved
-model (for the example prediction and the misclassified images) and the test set.
+The report never trains and never converts: it reads finished runs from the store (with
+the deployment figures measured when each run finished), the best variant's saved model
+(for the example prediction and the misclassified images) and the test set.
 """
 
 import base64
@@ -15,7 +16,6 @@ import numpy as np
 
 from denselab import plots
 from denselab.data import Dataset
-from denselab.firmware import int8_footprint
 from denselab.findings import Finding, VariantSummary, answer_questions, summarize_variants
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.model import load_model
@@ -40,8 +40,9 @@ class Report:
     figures: list[Figure]
     failed: list[dict]
     environment: str
-    # Variant name -> (int8 .tflite bytes, boards it fits), from its first seed's model.
-    deployment: dict[str, tuple[int, list[str]]]
+    # Variant name -> (int8 .tflite bytes, boards it fits) of its first seed's run, or None
+    # for runs stored before deployment figures were measured (schema 1).
+    deployment: dict[str, tuple[int, list[str]] | None]
 
     @property
     def best(self) -> VariantSummary:
@@ -82,8 +83,7 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     deployment = {}
     for summary in summaries:
         first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
-        deployment[summary.name] = int8_footprint(
-            load_model(Path(first["model_path"])), dataset, first["config"]["normalization"])
+        deployment[summary.name] = None if first.get("int8_bytes") is None else (first["int8_bytes"], first["boards"])
     return Report(study, summaries, findings, figures, failed or [], environment, deployment)
 
 
@@ -127,6 +127,9 @@ def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
 def _rows_with_deployment(report: Report) -> list[tuple[str, ...]]:
     rows = []
     for row, summary in zip(summary_rows(report.summaries), report.summaries):
+        if report.deployment[summary.name] is None:
+            rows.append(row + ("-", "not measured (run stored by an older denselab)"))
+            continue
         size, boards = report.deployment[summary.name]
         rows.append(row + (f"{size:,}", ", ".join(boards) or "none listed"))
     return rows

@@ -42,7 +42,8 @@ def explore(
     from denselab.data import load_dataset
     from denselab.explore import run_study
     from denselab.report import build_report, write_report
-    from denselab.store import RunStore
+    from denselab.runs.executors import InProcess, RayExecutor, local_workers
+    from denselab.runs.store import RunStore
     from denselab.study import load_study
 
     if executor not in ("local", "ray"):
@@ -55,21 +56,19 @@ def explore(
     if out.exists() and not out.is_dir():
         raise BadInput(f"report directory {out} is a file; choose another --out")
     datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
+    if executor == "ray":
+        # Without an address, --workers sizes the local Ray instance that is started.
+        local_cpus = workers if workers > 1 and ray_address is None else None
+        chosen = RayExecutor(ray_address, cpus_per_run, gpus_per_run, local_cpus)
+    else:
+        chosen = local_workers(workers) if workers > 1 else InProcess()
     with RunStore(db) as store:
         if not as_json:
             console.print(f"study {study.name}: {len(study.variants)} variants × {len(study.seeds)} seeds "
                           f"from {study.source}; runs in {db}")
         try:
             with _study_progress() as on_progress:
-                if executor == "ray" or workers > 1:
-                    from denselab.scaleout import run_study_on_ray
-
-                    # --workers N: N worker processes of a local Ray instance, one run each.
-                    outcome = run_study_on_ray(study, store, models_dir, datasets, ray_address,
-                                               1 if workers > 1 else cpus_per_run, gpus_per_run, on_progress,
-                                               local_cpus=workers if workers > 1 else None)
-                else:
-                    outcome = run_study(study, store, models_dir, data_dir, on_progress, datasets)
+                outcome = run_study(study, store, models_dir, datasets, chosen, on_progress)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished runs are stored; run the same command again to continue")
             raise typer.Exit(130)
@@ -130,10 +129,7 @@ class _study_progress:
         return self.update
 
     def update(self, state) -> None:
-        fields = {
-            "runs": f"runs {state.runs_done}/{state.runs_total}",
-            "current": f"{state.variant} seed {state.seed} epoch {state.epoch}/{state.epochs}",
-        }
+        fields = {"runs": f"runs {state.runs_done}/{state.runs_total}", "current": state.current}
         if self.task is None:
             # Reused runs count as done from the start, so the time left is for the rest only.
             self.task = self.progress.add_task("study", total=state.work_total, **fields)
@@ -151,7 +147,7 @@ RUN_COLUMNS = ("id", "study", "variant", "seed", "status", "test_accuracy", "tes
 
 
 def _open_existing_store(db: Path):
-    from denselab.store import RunStore
+    from denselab.runs.store import RunStore
 
     if not db.is_file():
         raise BadInput(f"run database {db} does not exist; run 'denselab explore' first or pass --db")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from denselab.errors import BadInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the deployment columns; a schema-1 file is brought up to date
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -40,10 +40,20 @@ CREATE TABLE IF NOT EXISTS runs (
     model_path TEXT,
     keras_backend TEXT,
     error TEXT,
+    int8_bytes INTEGER,
+    arena_bytes INTEGER,
+    boards TEXT,
     UNIQUE (study, variant, config_hash, seed)
 );
 """
-JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix")
+JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix", "boards")
+RESULT_COLUMNS = (
+    "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
+    "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
+)
+# A run's deployment figures: its int8 .tflite size, the smallest TFLM arena and the boards
+# it fits, measured once when the run finishes. Schema 1 had no such columns.
+DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "arena_bytes": "INTEGER", "boards": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -67,13 +77,23 @@ class RunStore:
             self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self.connection.row_factory = sqlite3.Row
             version = self.connection.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise BadInput(f"run database {self.path} has schema version {version}; this denselab reads {SCHEMA_VERSION}")
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.executescript(SCHEMA)
+            if version == 1:
+                self._add_deployment_columns()
             self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             raise BadInput(f"run database {self.path} cannot be used: {error}") from None
+
+    def _add_deployment_columns(self) -> None:
+        """Bring a schema-1 file up to date; its runs keep their results, without deployment figures."""
+        present = {row["name"] for row in self.connection.execute("PRAGMA table_info(runs)")}
+        with self._transaction():
+            for column, kind in DEPLOYMENT_COLUMNS.items():
+                if column not in present:
+                    self.connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def __enter__(self):
         return self
@@ -104,11 +124,8 @@ class RunStore:
             return cursor.lastrowid
 
     def finish_run(self, run_id: int, result: dict) -> None:
-        """Store a finished run's results, all at once."""
-        columns = (
-            "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
-            "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
-        )
+        """Store a finished run's results, all at once (deployment figures where the result has them)."""
+        columns = RESULT_COLUMNS + tuple(column for column in DEPLOYMENT_COLUMNS if column in result)
         values = [json.dumps(result[c]) if c in JSON_COLUMNS else result[c] for c in columns]
         with self._transaction():
             self.connection.execute(

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from denselab.errors import BadInput
-from denselab.store import RunKey, RunStore
+from denselab.runs.store import RunKey, RunStore
 
 RESULT = {
     "params": 10, "epochs_run": 1, "seconds_per_epoch": 0.5, "train_seconds": 0.6, "train_accuracy": 0.7,
@@ -60,3 +60,34 @@ def test_not_a_database(tmp_path):
 def test_unknown_run_id(tmp_path):
     with RunStore(tmp_path / "runs.sqlite") as store, pytest.raises(BadInput, match="no run with id 42"):
         store.run(42)
+
+
+SCHEMA_1 = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, study TEXT NOT NULL, variant TEXT NOT NULL, seed INTEGER NOT NULL,
+    config_hash TEXT NOT NULL, config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')),
+    started_at REAL NOT NULL, finished_at REAL, params INTEGER, epochs_run INTEGER, seconds_per_epoch REAL,
+    train_seconds REAL, train_accuracy REAL, test_accuracy REAL, test_loss REAL, history TEXT,
+    per_class_accuracy TEXT, confusion_matrix TEXT, model_path TEXT, keras_backend TEXT, error TEXT,
+    UNIQUE (study, variant, config_hash, seed)
+);
+INSERT INTO runs (study, variant, seed, config_hash, config, status, started_at, test_accuracy)
+    VALUES ('s', 'v', 0, 'abc', '{}', 'finished', 0, 0.8);
+PRAGMA user_version=1;
+"""
+
+
+def test_a_schema_1_file_keeps_its_runs_and_gains_deployment_columns(tmp_path):
+    """A database written before deployment figures were stored (schema 1) opens and keeps its runs."""
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        connection.executescript(SCHEMA_1)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        old = store.finished(RunKey("s", "v", "abc", 0))
+        assert old["test_accuracy"] == 0.8 and old["int8_bytes"] is None and old["boards"] is None
+        run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
+        store.finish_run(run_id, {**RESULT, "int8_bytes": 18_648, "arena_bytes": 3_376, "boards": ["samd21"]})
+        new = store.run(run_id)
+    assert (new["int8_bytes"], new["arena_bytes"], new["boards"]) == (18_648, 3_376, ["samd21"])
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (2,)

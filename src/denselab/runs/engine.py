@@ -1,0 +1,190 @@
+"""The run engine: a list of (variant, seed) runs in, every run recorded in the store.
+
+A caller (a study, a search) plans its runs with `plan_runs` and hands them to `execute`
+with an executor (`denselab.runs.executors`). The engine asks the store which runs are
+finished already, marks each run 'running' when it is handed to the executor, writes its
+model file and stores its result (or its failure) as it comes back, and reports progress
+in MAC-weighted epochs whatever the executor. A run's task trains the model and measures
+its deployment figures (int8 size, TFLM arena, boards) in the same worker, once.
+"""
+
+import hashlib
+import tempfile
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from denselab.data import Dataset
+from denselab.outputs import prepare_output_dir, write_bytes_atomically
+from denselab.runs.store import RunKey, RunStore
+from denselab.study import Variant
+
+# A run's cost per epoch, for the time-left estimate: proportional to the model's
+# multiply-accumulates plus a fixed per-batch overhead worth this many MACs.
+OVERHEAD_MACS = 60_000
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run to do: a variant trained with a seed, its store key and its model file."""
+
+    key: RunKey
+    variant: Variant
+    seed: int
+    config: dict  # what the store records as the run's configuration
+    model_path: Path
+
+    @property
+    def weight(self) -> float:
+        """The run's expected cost, in millions of MAC-weighted epochs."""
+        return self.variant.config.epochs * (self.variant.spec.macs() + OVERHEAD_MACS) / 1e6
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a list of runs stands; passed to the progress callback as work gets done."""
+
+    runs_done: int
+    runs_total: int
+    runs_reused: int
+    current: str  # the run in progress, or the one that just finished
+    work_done: float  # in RunRequest.weight units
+    work_total: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    runs: list[dict]  # the finished runs, as stored, in plan order
+    trained: int
+    reused: int
+    failed: list[dict]
+
+
+# (variant, dataset, seed, on_progress) -> result with "model_bytes"; see train_run.
+Task = Callable[..., dict]
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """A short hash of the labels and shapes: different data, different runs."""
+    digest = hashlib.sha256()
+    for array in (dataset.train_labels, dataset.test_labels):
+        digest.update(array.tobytes())
+    digest.update(repr((dataset.train_images.shape, dataset.test_images.shape)).encode())
+    return digest.hexdigest()[:12]
+
+
+def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, Dataset],
+              models_dir: Path) -> list[RunRequest]:
+    """The runs of `pairs` (variant, seed), keyed in the store under `group` (a study's name).
+
+    A run's key joins the variant's configuration hash with the data's fingerprint, so a
+    changed setting or other data makes new runs and never reuses old ones.
+    """
+    requests = []
+    for variant, seed in pairs:
+        dataset = datasets[variant.dataset]
+        combined = hashlib.sha256(f"{variant.config_hash()}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:16]
+        key = RunKey(group, variant.name, combined, seed)
+        config = {
+            "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
+            "dataset_source": dataset.source, "train_examples": len(dataset.train_labels),
+            "test_examples": len(dataset.test_labels), "hidden_units": list(variant.spec.hidden_units),
+            "activation": variant.spec.activation, **asdict(variant.config), "seed": seed,
+        }
+        model_path = Path(models_dir) / group / variant.name / f"seed{seed}-{combined}.keras"
+        requests.append(RunRequest(key, variant, seed, config, model_path))
+    return requests
+
+
+def train_run(variant: Variant, dataset: Dataset, seed: int, on_progress=None) -> dict:
+    """The default task: train one run, measure its deployment figures, return the model as bytes."""
+    from denselab.firmware import deployment_figures
+    from denselab.train import save_model, train
+
+    run = train(variant.spec, dataset, replace(variant.config, seed=seed), on_progress=on_progress)
+    with tempfile.TemporaryDirectory(prefix="denselab-run-") as folder:
+        model_bytes = save_model(run.model, Path(folder) / "model.keras").read_bytes()
+    return {
+        "params": variant.spec.parameter_count(),
+        "epochs_run": run.epochs_run,
+        "seconds_per_epoch": run.seconds_per_epoch,
+        "train_seconds": sum(record["seconds"] for record in run.history),
+        "train_accuracy": run.history[-1]["accuracy"],
+        "test_accuracy": run.evaluation.test_accuracy,
+        "test_loss": run.evaluation.test_loss,
+        "history": run.history,
+        "per_class_accuracy": run.evaluation.per_class_accuracy,
+        "confusion_matrix": run.evaluation.confusion_matrix,
+        "keras_backend": run.summary()["keras_backend"],
+        **deployment_figures(run.model, dataset, variant.config.normalization),
+        "model_bytes": model_bytes,
+    }
+
+
+def execute(requests: list[RunRequest], store: RunStore, datasets: dict[str, Dataset], executor,
+            on_progress: Callable[[Progress], None] | None = None, task: Task = train_run) -> Outcome:
+    """Do every run of `requests` that the store does not hold finished, with `executor`.
+
+    Args:
+        executor: one of denselab.runs.executors; it decides where and how many at a time.
+        task: what a run does (train_run); tests pass one that fails on purpose.
+
+    Returns:
+        The finished runs in plan order, and counts of trained, reused and failed runs.
+    """
+    pending = deque(request for request in requests if store.finished(request.key) is None)
+    tracker = _Tracker(requests, {request.key for request in pending}, on_progress)
+    trained, failed, in_flight = 0, [], {}
+    with executor.session(datasets) as session:
+        while pending or in_flight:
+            while pending and len(in_flight) < session.capacity:
+                request = pending.popleft()
+                run_id = store.start_run(request.key, request.config)
+                token = session.submit(task, request.variant, request.seed, tracker.within(request))
+                in_flight[token] = (run_id, request)
+            token, result, error = session.next_done()
+            run_id, request = in_flight.pop(token)
+            if error is not None:
+                store.fail_run(run_id, error)
+                failed.append(store.run(run_id))
+            else:
+                prepare_output_dir(request.model_path.parent)
+                write_bytes_atomically(request.model_path, result.pop("model_bytes"))
+                store.finish_run(run_id, {**result, "model_path": str(request.model_path)})
+                trained += 1
+            tracker.finished(request, failed=error is not None)
+    runs = [store.finished(request.key) for request in requests]
+    return Outcome([run for run in runs if run is not None], trained, tracker.reused, failed)
+
+
+class _Tracker:
+    """Progress over all runs, in MAC-weighted epochs: reused runs count as done from the start."""
+
+    def __init__(self, requests: list[RunRequest], pending_keys: set[RunKey], on_progress):
+        self.on_progress = on_progress
+        self.total = len(requests)
+        self.reused = self.total - len(pending_keys)
+        self.work_total = sum(request.weight for request in requests)
+        self.work_done = sum(request.weight for request in requests if request.key not in pending_keys)
+        self.runs_done = self.reused
+
+    def _emit(self, current: str, work_done: float) -> None:
+        if self.on_progress:
+            self.on_progress(Progress(self.runs_done, self.total, self.reused, current, work_done, self.work_total))
+
+    def within(self, request: RunRequest):
+        """A per-batch callback for executors that train in this process."""
+        epochs = request.variant.config.epochs
+
+        def report(epoch, batches_done, batches_total, record):
+            fraction = ((epoch - 1) + batches_done / max(batches_total, 1)) / epochs
+            self._emit(f"{request.variant.name} seed {request.seed} epoch {epoch}/{epochs}",
+                       self.work_done + request.weight * fraction)
+
+        return report
+
+    def finished(self, request: RunRequest, failed: bool) -> None:
+        self.runs_done += 1
+        self.work_done += request.weight
+        self._emit(f"{request.variant.name} seed {request.seed} {'failed' if failed else 'done'}", self.work_done)

@@ -1,0 +1,145 @@
+"""Where runs train: in this process, in N local worker processes, or on a Ray cluster.
+
+Every executor offers the same session to the engine: `capacity` (how many runs it takes
+at a time), `submit(task, variant, seed, on_progress)` returning a token, and
+`next_done()` returning (token, result, error) for the next run that ended, with the
+error as text ("Type: message", then details) or None.
+
+Local worker processes are those of a Ray instance started here, so a worker process that
+dies is retried exactly as on a cluster. On Ray every dataset goes into the object store
+once, and each task sends its model back as bytes: the nodes need no shared file system.
+"""
+
+import contextlib
+import traceback
+from collections import deque
+from dataclasses import dataclass
+
+from denselab.errors import BadInput
+
+MAX_RETRIES = 2  # a Ray task whose worker process dies is run again up to this many times
+UNBOUNDED = 1_000_000  # Ray schedules every submitted task itself
+
+
+def describe_error(error: BaseException) -> str:
+    """How a failed run is stored: "Type: message" on the first line, a short traceback after."""
+    details = "".join(traceback.format_exception(error, limit=5))
+    return f"{type(error).__name__}: {error}\n{details}"
+
+
+class InProcess:
+    """One run at a time, in this process, with progress reported batch by batch."""
+
+    @contextlib.contextmanager
+    def session(self, datasets):
+        yield _InProcessSession(datasets)
+
+
+class _InProcessSession:
+    capacity = 1
+
+    def __init__(self, datasets):
+        self.datasets, self.done, self.count = datasets, deque(), 0
+
+    def submit(self, task, variant, seed, on_progress) -> int:
+        self.count += 1
+        try:
+            self.done.append((self.count, task(variant, self.datasets[variant.dataset], seed, on_progress), None))
+        except Exception as error:  # noqa: BLE001 - one broken run must not end the others
+            self.done.append((self.count, None, describe_error(error)))
+        return self.count
+
+    def next_done(self):
+        return self.done.popleft()
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """A Ray task per run, on the cluster at `address` or on a local Ray instance.
+
+    Args:
+        address: a cluster's "HOST:PORT"; None starts a local instance of `local_cpus` CPUs.
+        cpus_per_run, gpus_per_run: what each task asks Ray for.
+    """
+
+    address: str | None = None
+    cpus_per_run: float = 1
+    gpus_per_run: float = 0
+    local_cpus: int | None = None
+
+    @contextlib.contextmanager
+    def session(self, datasets):
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            self._join(ray)
+        try:
+            yield _RaySession(self, {name: ray.put(dataset) for name, dataset in datasets.items()})
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _join(self, ray) -> None:
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        try:
+            ray.init(**self._init_options())
+        except ray.exceptions.AuthenticationError:
+            raise BadInput(f"{where} needs its authentication token: copy ~/.ray/auth_token from the head node "
+                           "into this machine's ~/.ray/ (or set RAY_AUTH_TOKEN_PATH)") from None
+        except ConnectionError as error:
+            raise BadInput(f"cannot connect to {where}: {str(error).splitlines()[0]}") from None
+
+    def _init_options(self) -> dict:
+        # "local" always starts a new instance, even where another cluster already runs.
+        options = dict(address=self.address or "local", include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)
+        if self.address is None and self.local_cpus is not None:
+            options["num_cpus"] = self.local_cpus
+        if self.address is None or self.address.split(":")[0] in ("127.0.0.1", "localhost"):
+            # Left alone, Ray advertises the machine's network address even for a cluster
+            # on loopback; a local study should not talk over the network at all.
+            options["_node_ip_address"] = "127.0.0.1"
+        return options
+
+
+def local_workers(count: int) -> RayExecutor:
+    """`count` runs at a time, in worker processes of a local Ray instance, one CPU each."""
+    return RayExecutor(local_cpus=count)
+
+
+def _remote_run(task, variant, dataset, seed) -> dict:
+    """What a Ray worker runs: the task, without progress (it reaches the driver per run)."""
+    return task(variant, dataset, seed, None)
+
+
+class _RaySession:
+    def __init__(self, executor: RayExecutor, dataset_refs: dict):
+        import ray
+
+        self.capacity = executor.local_cpus or UNBOUNDED
+        self.dataset_refs = dataset_refs
+        self.remote = ray.remote(_remote_run).options(
+            num_cpus=executor.cpus_per_run, num_gpus=executor.gpus_per_run,
+            max_retries=MAX_RETRIES, retry_exceptions=False,
+        )
+        self.running = []
+
+    def submit(self, task, variant, seed, on_progress):
+        reference = self.remote.remote(task, variant, self.dataset_refs[variant.dataset], seed)
+        self.running.append(reference)
+        return reference
+
+    def next_done(self):
+        import ray
+
+        [done], _ = ray.wait(self.running, num_returns=1)
+        self.running.remove(done)
+        try:
+            return done, ray.get(done), None
+        except ray.exceptions.RayTaskError as error:
+            # The task raised: store its own exception first, Ray's account of it after.
+            cause = error.cause if error.cause is not None else error
+            return done, None, f"{type(cause).__name__}: {cause}\n{error}"
+        except ray.exceptions.RayError as error:  # a worker or node lost for good
+            return done, None, describe_error(error)
