@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench system-dataset system-browser clean
+.PHONY: run test bench fuzz system-dataset system-browser clean
 
 # The virtual environment, rebuilt whenever the pinned requirements change.
 $(INSTALLED): requirements.txt pyproject.toml
@@ -35,3 +35,9 @@ clean:
 # Benchmarks (not tests): the exercise's code vs denselab vs a near-limit JAX loop.
 bench: $(INSTALLED) system-dataset
 	$(BIN)/python bench/run.py
+
+# Fuzzing: `make test` runs tests/test_fuzz.py with a few hundred examples per test; this runs
+# thousands of random and mutated inputs for the IDX reader, the image decoder, study files and
+# /predict, and reports how many examples each test ran.
+fuzz: $(INSTALLED) system-dataset
+	DENSELAB_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py -q --hypothesis-show-statistics

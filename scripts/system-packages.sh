@@ -5,18 +5,24 @@
 set -euo pipefail
 
 need_dataset() {
-  # A user's own copy (DENSELAB_DATA) or Debian's package are both fine.
-  if [ -n "${DENSELAB_DATA:-}" ] || [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  # When DENSELAB_DATA is set, denselab reads every dataset from it (a root folder with
+  # one folder per dataset) and never from Debian's package, so installing that would
+  # not help: its fashion-mnist/ folder must exist.
+  if [ -n "${DENSELAB_DATA:-}" ]; then
+    if [ ! -d "$DENSELAB_DATA/fashion-mnist" ]; then
+      echo "error: DENSELAB_DATA is set but $DENSELAB_DATA/fashion-mnist/ does not exist; put Fashion-MNIST's four IDX files there or unset DENSELAB_DATA" >&2
+      exit 2
+    fi
     return 1
   fi
-  return 0
+  [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]
 }
 
 need_browser() { ! command -v chromium >/dev/null 2>&1; }
 
 apt_install() {
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "apt-get is not available: install $* yourself (or set DENSELAB_DATA to a folder with Fashion-MNIST's IDX files)" >&2
+    echo "apt-get is not available: install $* yourself (or put Fashion-MNIST's IDX files in $DENSELAB_DATA/fashion-mnist/)" >&2
     return 1
   fi
   local sudo=""

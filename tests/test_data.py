@@ -10,14 +10,17 @@ from denselab.data import (
     CLASS_NAMES,
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    SPLIT_FILES,
     find_dataset,
     image_bytes_to_pixels,
     load_dataset,
     load_image_file,
+    load_split,
     normalize,
     parse_idx,
 )
 from denselab.errors import BadInput
+from test_cli import assert_one_line_error, denselab
 
 
 @pytest.fixture
@@ -126,12 +129,73 @@ def test_missing_file_is_named(tmp_path, no_env_data):
 # --- where datasets are looked for ---------------------------------------------------------
 
 def test_search_order_data_dir_then_env_then_system(tmp_path, no_env_data, monkeypatch):
-    given, from_env, system = (write_idx_dataset(tmp_path / name, *random_dataset_arrays()) for name in ("given", "env", "system"))
-    monkeypatch.setenv("DENSELAB_DATA", str(from_env))
+    given, from_env, system = (
+        write_idx_dataset(tmp_path / name, *random_dataset_arrays()) for name in ("given", "env/fashion-mnist", "system")
+    )
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path / "env"))
     assert find_dataset("fashion-mnist", given, system_dirs=(system,)) == (given, f"--data-dir {given}")
     assert find_dataset("fashion-mnist", None, system_dirs=(system,)) == (from_env, f"$DENSELAB_DATA {from_env}")
     monkeypatch.delenv("DENSELAB_DATA")
     assert find_dataset("fashion-mnist", None, system_dirs=(system,)) == (system, f"system package ({system})")
+
+
+def test_env_data_is_a_root_with_a_folder_per_dataset(tmp_path, no_env_data, monkeypatch):
+    fashion_arrays, mnist_arrays = random_dataset_arrays(seed=1), random_dataset_arrays(seed=2)
+    write_idx_dataset(tmp_path / "fashion-mnist", *fashion_arrays)
+    write_idx_dataset(tmp_path / "mnist", *mnist_arrays)
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path))
+    for name, arrays in (("fashion-mnist", fashion_arrays), ("mnist", mnist_arrays)):
+        dataset = load_dataset(name, allow_download=False)
+        np.testing.assert_array_equal(dataset.train_images, arrays[0])
+        assert dataset.source == f"$DENSELAB_DATA {tmp_path / name}"
+
+
+def test_env_data_with_fashion_only_is_no_source_of_mnist(tmp_path, no_env_data, monkeypatch):
+    write_idx_dataset(tmp_path / "fashion-mnist", *random_dataset_arrays())
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path))
+    with pytest.raises(BadInput) as error:
+        load_dataset("mnist", allow_download=False)
+    assert str(error.value) == (
+        f"$DENSELAB_DATA {tmp_path} has no mnist folder; put mnist's four IDX files in {tmp_path / 'mnist'}/"
+    )
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_env_data_in_the_old_layout_says_where_to_move_the_files(tmp_path, no_env_data, monkeypatch, name):
+    # The old layout: the four files in the root itself, read as whichever dataset a command named.
+    write_idx_dataset(tmp_path, *random_dataset_arrays())
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path))
+    with pytest.raises(BadInput) as error:
+        load_dataset(name, allow_download=False)
+    message = str(error.value)
+    assert f"$DENSELAB_DATA {tmp_path} holds IDX files itself, the old layout" in message
+    assert f"move them into {tmp_path / 'fashion-mnist'}/" in message and "\n" not in message
+
+
+def test_env_data_folder_lacking_a_file_is_named(tmp_path, no_env_data, monkeypatch):
+    folder = write_idx_dataset(tmp_path / "mnist", *random_dataset_arrays())
+    (folder / "train-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path))
+    with pytest.raises(BadInput, match=f"folder {folder} lacks the mnist IDX files train-labels-idx1-ubyte .*the train split"):
+        find_dataset("mnist")
+    monkeypatch.setenv("DENSELAB_DATA", str(tmp_path / "absent"))
+    with pytest.raises(BadInput, match="DENSELAB_DATA .*absent is not a directory"):
+        find_dataset("mnist")
+
+
+def test_data_dir_prefers_the_dataset_folder_inside_it(tmp_path, no_env_data):
+    # One --data-dir can serve a study on both datasets; files directly in it still work.
+    direct, fashion_arrays, mnist_arrays = (random_dataset_arrays(seed=seed) for seed in (1, 2, 3))
+    write_idx_dataset(tmp_path, *direct)
+    write_idx_dataset(tmp_path / "fashion-mnist", *fashion_arrays)
+    write_idx_dataset(tmp_path / "mnist", *mnist_arrays)
+    for name, arrays in (("fashion-mnist", fashion_arrays), ("mnist", mnist_arrays)):
+        dataset = load_dataset(name, tmp_path)
+        np.testing.assert_array_equal(dataset.test_labels, arrays[3])
+        assert dataset.source == f"--data-dir {tmp_path / name}"
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(BadInput, match=f"--data-dir {tmp_path / 'mnist'} lacks the mnist IDX files t10k-labels"):
+        load_dataset("mnist", tmp_path)  # never the files that sit in tmp_path itself
 
 
 def test_keras_cache_comes_after_system_dirs(tmp_path, no_env_data):
@@ -166,6 +230,68 @@ def test_mnist_through_the_same_loader_with_digit_names(tmp_path, no_env_data):
     dataset = load_dataset("mnist", tmp_path)
     assert dataset.class_names == tuple("0123456789")
     assert dataset.train_images.shape == (64, 28, 28)
+
+
+# --- degenerate datasets: they parse, but nothing can be trained or tested on them -----------
+
+def write_degenerate_dataset(directory, case):
+    """A small valid dataset in `directory`, broken in the way `case` names."""
+    train_images, train_labels, test_images, test_labels = random_dataset_arrays()
+    if case == "no training items":
+        train_images, train_labels = train_images[:0], train_labels[:0]
+    elif case == "no test items":
+        test_images, test_labels = test_images[:0], test_labels[:0]
+    elif case == "one training class":
+        train_labels = np.full_like(train_labels, 7)
+    write_idx_dataset(directory, train_images, train_labels, test_images, test_labels)
+    if case == "test split missing":
+        for stem in SPLIT_FILES["test"]:
+            (directory / f"{stem}.gz").unlink()
+    return directory
+
+
+DEGENERATE = [
+    ("no training items", "train-images-idx3-ubyte.gz holds no images; the train split needs at least one"),
+    ("no test items", "t10k-images-idx3-ubyte.gz holds no images; the test split needs at least one"),
+    ("one training class", "train-labels-idx1-ubyte.gz holds only label 7; training needs at least two classes"),
+    ("test split missing", "lacks the fashion-mnist IDX files t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+]
+
+
+@pytest.mark.parametrize("case, fragment", DEGENERATE, ids=[case for case, _ in DEGENERATE])
+def test_degenerate_dataset_is_one_line_naming_the_file(tmp_path, no_env_data, case, fragment):
+    directory = write_degenerate_dataset(tmp_path / "data", case)
+    with pytest.raises(BadInput) as error:
+        load_dataset("fashion-mnist", directory)
+    message = str(error.value)
+    assert fragment in message and str(directory) in message and "\n" not in message
+
+
+def test_missing_split_named_by_load_split(tmp_path):
+    directory = write_degenerate_dataset(tmp_path, "test split missing")
+    with pytest.raises(BadInput, match="has no t10k-images-idx3-ubyte.gz or t10k-images-idx3-ubyte: its test split is missing"):
+        load_split(directory, "test")
+
+
+def test_a_test_split_of_one_class_is_fine(tmp_path, no_env_data):
+    train_images, train_labels, test_images, test_labels = random_dataset_arrays()
+    write_idx_dataset(tmp_path, train_images, train_labels, test_images, np.full_like(test_labels, 3))
+    assert set(load_dataset("fashion-mnist", tmp_path).test_labels) == {3}
+
+
+@pytest.mark.parametrize("case, fragment", DEGENERATE, ids=[case for case, _ in DEGENERATE])
+def test_cli_train_on_a_degenerate_dataset_exits_2(tmp_path, case, fragment):
+    directory = write_degenerate_dataset(tmp_path / "data", case)
+    env = {"DENSELAB_DATA": ""}  # none from the caller's environment
+    result = denselab("train", "--data-dir", directory, "--epochs", "1", "--out", tmp_path / "run", env=env, cwd=tmp_path)
+    assert_one_line_error(result, fragment, str(directory))
+
+
+def test_cli_mnist_is_not_read_from_a_fashion_folder(tmp_path):
+    write_idx_dataset(tmp_path / "data" / "fashion-mnist", *random_dataset_arrays())
+    env = {"DENSELAB_DATA": str(tmp_path / "data")}
+    result = denselab("train", "--dataset", "mnist", "--epochs", "1", "--out", tmp_path / "run", env=env, cwd=tmp_path)
+    assert_one_line_error(result, "has no mnist folder", str(tmp_path / "data" / "mnist"))
 
 
 def test_real_fashion_mnist_shapes(fashion):

@@ -89,6 +89,14 @@ BAD_REQUESTS = [
     ("wrong content type", {"content": b"abc", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
     ("empty body", {"content": b"", "headers": {"content-type": "image/png"}}, 400, "empty request body"),
     ("broken JSON", {"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    # Found by tests/test_fuzz.py: each was a 500, or a 400 without {"error": ...}.
+    ("number past float64", {"content": b'{"pixels": [[1' + b"0" * 400 + b"]]}", "headers": {"content-type": "application/json"}},
+     400, "outside 0-255"),
+    ("number of 4301 digits", {"content": b'{"pixels": ' + b"9" * 4301 + b"}", "headers": {"content-type": "application/json"}},
+     400, "not valid JSON"),
+    ("JSON nested too deeply", {"content": b"[" * 100000 + b"]" * 100000, "headers": {"content-type": "application/json"}},
+     400, "not valid JSON"),
+    ("multipart without boundary", {"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary"),
 ]
 
 

@@ -78,7 +78,9 @@ def line_of(text, fragment):
     ('hidden = [40]', 'stop_at_accuracy = 1.5', 'stop_at_accuracy', "stop-at-accuracy must be in (0, 1]"),
     ('hidden = [40]', 'activation = "swish"', 'activation', "unknown activation 'swish'"),
     ('seeds = 2', 'seeds = 2\nrepeats = 4', 'repeats', "unknown key 'repeats'"),
-    ('seeds = 2', 'seeds = 0', 'seeds = 0', "'seeds' must be an integer >= 1"),
+    ('seeds = 2', 'seeds = 0', 'seeds = 0', "'seeds' must be an integer from 1 to 1000, got 0"),
+    ('seeds = 2', 'seeds = 99999999999999999999', 'seeds = 9', "'seeds' must be an integer from 1 to 1000, got 9999"),
+    ('epochs = 1', 'learning_rate = 1' + '0' * 400, 'learning_rate', "'learning_rate' is too large to be a number, got 1000"),
     ('baseline = "narrow"', 'baseline = "thin"', 'baseline = "thin"', "'baseline' names no variant: 'thin'"),
 ])
 def test_bad_values_name_file_line_and_key(old, new, fragment, expected):
@@ -95,6 +97,20 @@ def test_missing_variant_name_points_at_its_table():
     assert message == f"bad.toml:{header_line}: variant 2 has no 'name'"
 
 
+def test_what_the_user_wrote_is_quoted_so_the_message_stays_one_line():
+    message = error_of(SMALL_STUDY.replace('hidden = [40]', '"wi\\nde" = 1'))
+    assert "unknown key 'wi\\nde' in variant 'wide'" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("table", ["variants", "questions"])
+def test_inline_array_instead_of_tables(table):
+    text = SMALL_STUDY.split("[[")[0].replace("seeds = 2", f"seeds = 2\n{table} = [1]")
+    if table == "questions":
+        text += '[[variants]]\nname = "a"\nreason = "b"\n'
+    singular = table.removesuffix("s")
+    assert error_of(text) == f"bad.toml:{line_of(text, f'{table} = [1]')}: each {singular} must be a [[{table}]] table"
+
+
 def test_duplicate_variant_names():
     text = SMALL_STUDY.replace('name = "wide"', 'name = "narrow"')
     assert error_of(text) == f"bad.toml:{line_of(text, 'hidden = [40]') - 1}: duplicate variant name 'narrow'"
@@ -102,6 +118,9 @@ def test_duplicate_variant_names():
 
 def test_not_toml():
     assert error_of("name = \n").startswith("bad.toml:1: not valid TOML")
+    # Two errors tomllib raises without a line: Python's integer-conversion limit, and recursion.
+    assert error_of("seeds = " + "9" * 4301) == "bad.toml: not valid TOML (an integer of over 4300 digits)"
+    assert error_of("seeds = " + "[" * 5000 + "]" * 5000) == "bad.toml: not valid TOML (arrays or tables nested too deeply)"
 
 
 def test_no_variants():

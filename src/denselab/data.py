@@ -47,7 +47,7 @@ SYSTEM_DIRS = {
 }
 INSTALL_HINTS = {
     "fashion-mnist": "install it with 'apt-get install dataset-fashion-mnist' or pass --data-dir DIR",
-    "mnist": "pass --data-dir DIR with MNIST's four IDX files",
+    "mnist": "pass --data-dir DIR with MNIST's four IDX files, or put them in $DENSELAB_DATA/mnist/",
 }
 
 # Raw pixels are kept as uint8; these say how they become the model's float input.
@@ -149,18 +149,41 @@ def load_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     labels_path = find_idx_file(directory, labels_stem)
     for stem, path in ((images_stem, images_path), (labels_stem, labels_path)):
         if path is None:
-            raise BadInput(f"{directory} has no {stem}.gz or {stem}")
+            raise BadInput(f"{directory} has no {stem}.gz or {stem}: its {split} split is missing")
     images = parse_idx(read_idx_bytes(images_path), IMAGES_MAGIC, images_path)
     labels = parse_idx(read_idx_bytes(labels_path), LABELS_MAGIC, labels_path)
     if len(images) != len(labels):
         raise BadInput(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
     if labels.size and labels.max() >= NUM_CLASSES:
         raise BadInput(f"{labels_path} holds label {labels.max()}; labels must be 0-{NUM_CLASSES - 1}")
+    check_not_degenerate(split, images_path, labels_path, labels)
     return images, labels
 
 
+def check_not_degenerate(split: str, images_path: Path, labels_path: Path, labels: np.ndarray) -> None:
+    """Refuse a split that parses but cannot be trained or evaluated on.
+
+    An empty split would otherwise fail deep inside Keras (a StopIteration with no file
+    name), and training on a single class learns nothing worth measuring.
+    """
+    if len(labels) == 0:
+        raise BadInput(f"{images_path} holds no images; the {split} split needs at least one")
+    classes = np.unique(labels)
+    if split == "train" and len(classes) < 2:
+        raise BadInput(f"{labels_path} holds only label {classes[0]}; training needs at least two classes")
+
+
+def missing_idx_files(directory: Path) -> list[str]:
+    """The stems of the four IDX files that `directory` lacks (neither plain nor .gz)."""
+    return [stem for stems in SPLIT_FILES.values() for stem in stems if find_idx_file(directory, stem) is None]
+
+
 def has_dataset_files(directory: Path) -> bool:
-    return all(find_idx_file(directory, stem) for stems in SPLIT_FILES.values() for stem in stems)
+    return not missing_idx_files(directory)
+
+
+def has_any_idx_file(directory: Path) -> bool:
+    return any(find_idx_file(directory, stem) for stems in SPLIT_FILES.values() for stem in stems)
 
 
 # --- finding a dataset -----------------------------------------------------------------
@@ -197,22 +220,19 @@ def find_dataset(
 ) -> tuple[Path, str]:
     """Find the directory holding the dataset's four IDX files.
 
-    Looks at `data_dir`, then $DENSELAB_DATA, then the system directories (Debian's
-    package), then Keras's cache, then lets Keras download it. A directory the user
-    named explicitly must hold the files: denselab never silently uses another one.
+    Looks at `data_dir` (its `name`/ subfolder when it has one), then $DENSELAB_DATA/`name`/,
+    then the system directories (Debian's package), then Keras's cache, then lets Keras
+    download it. A directory the user named explicitly must hold the files: denselab never
+    silently uses another one.
 
     Returns:
         The directory and a few words saying which source it is.
     """
     check_dataset_name(name)
-    for explicit, label in ((data_dir, "--data-dir"), (os.environ.get("DENSELAB_DATA"), "$DENSELAB_DATA")):
-        if explicit:
-            directory = Path(explicit)
-            if not directory.is_dir():
-                raise BadInput(f"{label} {directory} is not a directory")
-            if not has_dataset_files(directory):
-                raise BadInput(f"{label} {directory} lacks the {name} IDX files ({', '.join(sum(SPLIT_FILES.values(), ()))})")
-            return directory, f"{label} {directory}"
+    if data_dir:
+        return given_data_dir(Path(data_dir), name)
+    if os.environ.get("DENSELAB_DATA"):
+        return dataset_under_root(Path(os.environ["DENSELAB_DATA"]), name)
     looked = []
     candidates = [(d, f"system package ({d})") for d in (SYSTEM_DIRS[name] if system_dirs is None else system_dirs)]
     candidates.append((keras_cache_dir(name), f"Keras cache ({keras_cache_dir(name)})"))
@@ -226,6 +246,49 @@ def find_dataset(
         if directory is not None:
             return directory, f"downloaded by Keras ({directory})"
     raise BadInput(f"{name} not found (looked in --data-dir, $DENSELAB_DATA, {', '.join(looked)}); {INSTALL_HINTS[name]}")
+
+
+def given_data_dir(directory: Path, name: str) -> tuple[Path, str]:
+    """--data-dir DIR: DIR/`name`/ when that folder exists, else DIR itself, which must hold the files.
+
+    The subfolder lets one --data-dir serve a study that uses both datasets. When it
+    exists it is the only choice, so an incomplete DIR/mnist/ is reported instead of
+    quietly reading other files that sit in DIR.
+    """
+    if not directory.is_dir():
+        raise BadInput(f"--data-dir {directory} is not a directory")
+    if (directory / name).is_dir():
+        directory = directory / name
+    check_holds_dataset(directory, f"--data-dir {directory}", name)
+    return directory, f"--data-dir {directory}"
+
+
+def dataset_under_root(root: Path, name: str) -> tuple[Path, str]:
+    """$DENSELAB_DATA is a root folder with one subfolder per dataset: ROOT/fashion-mnist/, ROOT/mnist/.
+
+    It is set once for every command, so it must not decide which dataset's files a
+    command reads: a `--dataset mnist` run once trained on the Fashion-MNIST files it held.
+    """
+    if not root.is_dir():
+        raise BadInput(f"$DENSELAB_DATA {root} is not a directory")
+    directory = root / name
+    if not directory.is_dir():
+        if has_any_idx_file(root):
+            elsewhere = "" if name == "fashion-mnist" else f" ({name} is read from {directory}/)"
+            raise BadInput(f"$DENSELAB_DATA {root} holds IDX files itself, the old layout; move them into "
+                           f"{root / 'fashion-mnist'}/, as each dataset now has its own folder{elsewhere}")
+        raise BadInput(f"$DENSELAB_DATA {root} has no {name} folder; put {name}'s four IDX files in {directory}/")
+    check_holds_dataset(directory, f"$DENSELAB_DATA folder {directory}", name)
+    return directory, f"$DENSELAB_DATA {directory}"
+
+
+def check_holds_dataset(directory: Path, where: str, name: str) -> None:
+    """Name the IDX files (and so the splits) that a folder the user chose lacks."""
+    missing = missing_idx_files(directory)
+    if missing:
+        splits = [split for split, stems in SPLIT_FILES.items() if set(stems) & set(missing)]
+        raise BadInput(f"{where} lacks the {name} IDX files {', '.join(missing)} "
+                       f"(plain or .gz; the {' and '.join(splits)} split)")
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: Path | None = None, allow_download: bool = True) -> Dataset:

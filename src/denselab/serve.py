@@ -88,6 +88,9 @@ def pixels_from_json(value, where: str = "pixels") -> np.ndarray:
     """A 28x28 list of numbers 0-255 as uint8 pixels, or a BadInput naming what is wrong."""
     try:
         array = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        # JSON integers have no limit; one past float64's range cannot be a pixel.
+        raise BadInput(f"{where} holds values outside 0-255") from None
     except (ValueError, TypeError):
         raise BadInput(f"{where} must be 28 rows of 28 numbers") from None
     if array.shape != (IMAGE_SIDE, IMAGE_SIDE):
@@ -103,6 +106,7 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
     loaded = load_for_serving(model_path, normalization)
     names = loaded.class_names
@@ -120,6 +124,12 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
     @app.exception_handler(RequestValidationError)
     def invalid_request(request, exc: RequestValidationError):
         return error(422, "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    def http_problem(request, exc: HTTPException):
+        # Starlette's own refusals (a multipart body it cannot parse, an unknown path)
+        # answer in the same {"error": ...} form as ours.
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def answer(pixels: np.ndarray) -> list[dict]:
         started = time.perf_counter()
@@ -158,10 +168,7 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
                 raise BadInput("/predict/batch takes JSON {\"inputs\": [{\"pixels\": ...}, ...]} or multipart files")
             return (await run_in_threadpool(_image_pixels, body, "upload"))[None]
         if content_type == "application/json":
-            try:
-                document = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise BadInput("body is not valid JSON") from None
+            document = _json_document(body)
             if not isinstance(document, dict):
                 raise BadInput("JSON body must be an object")
             if not batch:
@@ -234,6 +241,16 @@ def _too_large(message: str) -> BadInput:
 def _unsupported(content_type: str) -> BadInput:
     return _StatusError(f"content type {content_type or '(none)'!r} is not supported; send image/png, "
                         "image/jpeg, multipart/form-data or application/json", 415)
+
+
+def _json_document(body: bytes):
+    """The parsed JSON body. ValueError covers a syntax error, bytes that are not UTF-8
+    and an integer over Python's 4300-digit conversion limit; RecursionError, nesting
+    deeper than Python's recursion limit."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadInput("body is not valid JSON") from None
 
 
 def _image_pixels(data: bytes, source: str) -> np.ndarray:

@@ -8,6 +8,7 @@ file's text, since Python's TOML parser keeps no positions.
 import hashlib
 import json
 import re
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
@@ -35,6 +36,7 @@ SETTING_TYPES = {
 }
 VARIANT_KEYS = {"name", "reason"} | set(SETTING_TYPES)
 DEFAULT_SEEDS = 3  # the fewest that give a standard deviation worth reading
+MAX_SEEDS = 1000  # each seed is a whole training run per variant: more is a typo, not a plan
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ class Study:
         """This study with `seeds` seeds per variant and/or every variant trained for `epochs` epochs."""
         study = self
         if seeds is not None:
-            if seeds < 1:
-                raise BadInput(f"--seeds must be >= 1, got {seeds}")
+            if not 1 <= seeds <= MAX_SEEDS:
+                raise BadInput(f"--seeds must be from 1 to {MAX_SEEDS}, got {seeds}")
             study = replace(study, seeds=tuple(range(seeds)))
         if epochs is not None:
             if epochs < 1:
@@ -146,12 +148,7 @@ def load_study(path: Path | None = None) -> Study:
 
 def parse_study(text: str, source: str) -> Study:
     """Parse and check the text of a study file; `source` names it in error messages."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+)", str(error))
-        line = match.group(1) if match else "?"
-        raise BadInput(f"{source}:{line}: not valid TOML ({str(error).split(' (at')[0]})") from None
+    document = _toml_document(text, source)
     locate = _Locator(text)
 
     def fail(table: str, index: int, key: str | None, problem: str):
@@ -159,7 +156,7 @@ def parse_study(text: str, source: str) -> Study:
 
     for key in document:
         if key not in STUDY_KEYS:
-            fail("", 0, key, f"unknown key '{key}' (expected one of {', '.join(sorted(STUDY_KEYS))})")
+            fail("", 0, key, f"unknown key {key!r} (expected one of {', '.join(sorted(STUDY_KEYS))})")
     name = document.get("name", Path(source).stem)
     description = document.get("description", "")
     for key, value in (("name", name), ("description", description)):
@@ -168,15 +165,15 @@ def parse_study(text: str, source: str) -> Study:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         fail("", 0, "name", f"'name' {name!r} must be letters, digits, '-', '_' or '.'")
     seeds = document.get("seeds", DEFAULT_SEEDS)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        fail("", 0, "seeds", f"'seeds' must be an integer >= 1, got {seeds!r}")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        fail("", 0, "seeds", f"'seeds' must be an integer from 1 to {MAX_SEEDS}, got {_shown(seeds)}")
 
     defaults = document.get("defaults", {})
     if not isinstance(defaults, dict):
         fail("", 0, "defaults", "'defaults' must be a table ([defaults])")
     for key, value in defaults.items():
         if key not in SETTING_TYPES:
-            fail("defaults", 0, key, f"unknown key '{key}' in [defaults] (expected one of {', '.join(SETTING_TYPES)})")
+            fail("defaults", 0, key, f"unknown key {key!r} in [defaults] (expected one of {', '.join(SETTING_TYPES)})")
         _check_setting(key, value, lambda problem, key=key: fail("defaults", 0, key, problem))
 
     raw_variants = document.get("variants")
@@ -187,18 +184,18 @@ def parse_study(text: str, source: str) -> Study:
         def fail_here(key, problem, index=index):
             fail("variants", index, key, problem)
 
-        if not isinstance(raw, dict):
-            fail_here(None, "each variant must be a [[variants]] table")
+        if not isinstance(raw, dict):  # an inline array such as `variants = [1]`
+            fail("", 0, "variants", "each variant must be a [[variants]] table")
         for key, value in raw.items():
             if key not in VARIANT_KEYS:
-                fail_here(key, f"unknown key '{key}' in variant {raw.get('name', index + 1)!r}")
+                fail_here(key, f"unknown key {key!r} in variant {raw.get('name', index + 1)!r}")
         for key in ("name", "reason"):
             if key not in raw:
                 fail_here(None, f"variant {index + 1} has no '{key}'")
             if not isinstance(raw[key], str) or not raw[key].strip():
                 fail_here(key, f"'{key}' must be a non-empty string")
         if raw["name"] in names:
-            fail_here("name", f"duplicate variant name '{raw['name']}'")
+            fail_here("name", f"duplicate variant name {raw['name']!r}")
         names.add(raw["name"])
         settings = {**defaults}
         for key, value in raw.items():
@@ -212,9 +209,11 @@ def parse_study(text: str, source: str) -> Study:
     if not isinstance(raw_questions, list):
         fail("", 0, "questions", "'questions' must be [[questions]] tables")
     for index, raw in enumerate(raw_questions):
+        if not isinstance(raw, dict):  # an inline array such as `questions = [1]`
+            fail("", 0, "questions", "each question must be a [[questions]] table")
         for key in raw:
             if key not in QUESTION_KEYS:
-                fail("questions", index, key, f"unknown key '{key}' in a question (expected {', '.join(sorted(QUESTION_KEYS))})")
+                fail("questions", index, key, f"unknown key {key!r} in a question (expected {', '.join(sorted(QUESTION_KEYS))})")
         for key in sorted(QUESTION_KEYS):
             if key not in raw:
                 fail("questions", index, None, f"question {index + 1} has no '{key}'")
@@ -222,9 +221,29 @@ def parse_study(text: str, source: str) -> Study:
                 fail("questions", index, key, f"'{key}' must be a string")
         for key in ("baseline", "variant"):
             if raw[key] not in names:
-                fail("questions", index, key, f"'{key}' names no variant: '{raw[key]}'")
+                fail("questions", index, key, f"'{key}' names no variant: {raw[key]!r}")
         questions.append(Question(raw["question"], raw["baseline"], raw["variant"]))
     return Study(name, description, tuple(range(seeds)), tuple(variants), tuple(questions), source)
+
+
+def _toml_document(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"\(at line (\d+)", str(error))
+        line = match.group(1) if match else "?"
+        raise BadInput(f"{source}:{line}: not valid TOML ({str(error).split(' (at')[0]})") from None
+    except ValueError:
+        # tomllib lets Python's limit on integer conversion through, without a position.
+        raise BadInput(f"{source}: not valid TOML (an integer of over 4300 digits)") from None
+    except RecursionError:
+        raise BadInput(f"{source}: not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def _shown(value) -> str:
+    """A value as an error message quotes it: its repr, cut short, since it may be huge."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_setting(key: str, value, fail) -> None:
@@ -232,7 +251,9 @@ def _check_setting(key: str, value, fail) -> None:
     expected = SETTING_TYPES[key]
     numeric = expected is float and isinstance(value, (int, float)) and not isinstance(value, bool)
     if not (numeric or (isinstance(value, expected) and not isinstance(value, bool))):
-        fail(f"'{key}' must be {_type_words(expected)}, got {value!r}")
+        fail(f"'{key}' must be {_type_words(expected)}, got {_shown(value)}")
+    if numeric and abs(value) > sys.float_info.max:
+        fail(f"'{key}' is too large to be a number, got {_shown(value)}")  # TOML integers have no limit
     try:
         if key == "hidden":
             ModelSpec(tuple(value))

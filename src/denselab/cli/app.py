@@ -27,7 +27,8 @@ err_console = Console(stderr=True)
 DatasetOption = Annotated[str, typer.Option("--dataset", help="fashion-mnist or mnist.")]
 DataDirOption = Annotated[
     Optional[Path],
-    typer.Option("--data-dir", help="Directory with the four IDX files (else $DENSELAB_DATA, Debian's package, Keras's cache)."),
+    typer.Option("--data-dir", help="Directory with the dataset's four IDX files, or with a <dataset>/ folder holding them "
+                 "(else $DENSELAB_DATA/<dataset>/, Debian's package, Keras's cache)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
