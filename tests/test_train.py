@@ -103,7 +103,7 @@ def test_out_dir_that_is_a_file(fashion, tmp_path):
 
 def test_unnormalized_deep_model_learns_on_every_backend(fashion):
     # On raw 0-255 pixels a softmax-probability loss has zero gradient on JAX and the
-    # model stays at 10% (seen before train.softmax_folded_into_loss); the exercise's
+    # model stays at 10% (seen before train.trained_through_logits); the exercise's
     # TensorFlow code reaches ~0.75 after one epoch.
     small = fashion.subset(train=12000, test=1000)
     run = train(ModelSpec((512, 512)), small, TrainConfig(epochs=1, seed=0, normalization="none"))

@@ -17,7 +17,7 @@ from pathlib import Path
 from denselab.data import check_dataset_name
 from denselab.errors import BadInput
 from denselab.model import ModelSpec
-from denselab.train import TRAINING_REVISION, TrainConfig
+from denselab.train import RECIPE_DEFAULTS, RECIPE_FIELDS, TRAINING_REVISION, TrainConfig
 
 BUILTIN_STUDY = "exercise"
 STUDY_KEYS = {"name", "description", "seeds", "defaults", "variants", "questions"}
@@ -33,6 +33,14 @@ SETTING_TYPES = {
     "normalization": str,
     "stop_at_accuracy": float,
     "min_epochs": int,
+    # Training-only choices (denselab.recipe); a search writes its winners with them.
+    "dropout_input": float,
+    "dropout_hidden": float,
+    "weight_decay": float,
+    "label_smoothing": float,
+    "schedule": str,
+    "augment": str,
+    "standardize": bool,
 }
 VARIANT_KEYS = {"name", "reason"} | set(SETTING_TYPES)
 DEFAULT_SEEDS = 3  # the fewest that give a standard deviation worth reading
@@ -51,7 +59,13 @@ class Variant:
 
     def config_hash(self) -> str:
         """A short fingerprint of everything that determines a run's result except its seed."""
-        settings = {"dataset": self.dataset, "spec": asdict(self.spec), "config": asdict(self.config),
+        config = asdict(self.config)
+        # The training-only choices came after runs were stored: at their defaults they
+        # stay out of the hash, so those runs are still found; any other value makes new runs.
+        for name in RECIPE_FIELDS:
+            if config[name] == RECIPE_DEFAULTS[name]:
+                del config[name]
+        settings = {"dataset": self.dataset, "spec": asdict(self.spec), "config": config,
                     "training_revision": TRAINING_REVISION}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -250,7 +264,8 @@ def _check_setting(key: str, value, fail) -> None:
     """Check one setting's TOML type and value, calling `fail(problem)` when it is wrong."""
     expected = SETTING_TYPES[key]
     numeric = expected is float and isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (numeric or (isinstance(value, expected) and not isinstance(value, bool))):
+    exact = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+    if not (numeric or exact):
         fail(f"'{key}' must be {_type_words(expected)}, got {_shown(value)}")
     if numeric and abs(value) > sys.float_info.max:
         fail(f"'{key}' is too large to be a number, got {_shown(value)}")  # TOML integers have no limit
@@ -268,16 +283,16 @@ def _check_setting(key: str, value, fail) -> None:
 
 
 def _type_words(kind: type) -> str:
-    return {str: "a string", list: "a list of integers", int: "an integer", float: "a number"}[kind]
+    return {str: "a string", list: "a list of integers", int: "an integer", float: "a number",
+            bool: "true or false"}[kind]
 
 
 def _variant(name: str, reason: str, settings: dict, fail) -> Variant:
     spec = ModelSpec(tuple(settings.get("hidden", ModelSpec().hidden_units)), settings.get("activation", "relu"))
     train_settings = {key: settings[key] for key in settings if key not in ("hidden", "activation", "dataset")}
-    if "learning_rate" in train_settings:
-        train_settings["learning_rate"] = float(train_settings["learning_rate"])
-    if "stop_at_accuracy" in train_settings:
-        train_settings["stop_at_accuracy"] = float(train_settings["stop_at_accuracy"])
+    for key, kind in SETTING_TYPES.items():
+        if kind is float and key in train_settings:  # TOML writes 0 for 0.0
+            train_settings[key] = float(train_settings[key])
     try:
         config = TrainConfig(**train_settings)
     except BadInput as error:

@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from denselab.data import Dataset, check_dataset_name, check_normalization, normalize
+from denselab import recipe
+from denselab.data import NUM_CLASSES, Dataset, check_dataset_name, check_normalization, normalize
 from denselab.errors import BadInput
 from denselab.evaluate import Evaluation, evaluate_model
 from denselab.model import LEARNING_RATE, ModelSpec, build_model, compile_model, load_model
@@ -29,6 +30,10 @@ MODEL_FILE, HISTORY_FILE, METRICS_FILE = "model.keras", "history.json", "metrics
 # Bump when a change alters what training computes: the study store keys runs on it,
 # so runs trained by older code are not reused as if they were current.
 TRAINING_REVISION = 1
+
+
+SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("none", "flip", "shift", "shift+flip")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,16 @@ class TrainConfig:
     # Batches per compiled call. It changes speed only: the batches, their order and the
     # updates are the same as with 1 (see tests/test_train.py).
     steps_per_execution: int = 64
+    # Training-only choices (denselab.recipe): they change how the weights are found, never
+    # the deployed graph, which stays Flatten -> Dense ... -> Dense(10, softmax). The
+    # defaults are the exercise's plain Adam training.
+    dropout_input: float = 0.0  # fraction of input pixels dropped in each training step
+    dropout_hidden: float = 0.0  # fraction of each hidden layer's outputs dropped
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
+    label_smoothing: float = 0.0  # target mass spread evenly over the 10 classes
+    schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over all epochs
+    augment: str = "none"  # "flip", "shift" (±2 px) or "shift+flip", on training images only
+    standardize: bool = False  # train on (x - mean) / std of the training inputs, folded in after
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "min_epochs", "steps_per_execution"):
@@ -56,10 +71,29 @@ class TrainConfig:
         if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
             raise BadInput(f"stop-at-accuracy must be in (0, 1], got {self.stop_at_accuracy!r}")
         check_normalization(self.normalization)
+        for name in ("dropout_input", "dropout_hidden", "label_smoothing"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be in [0, 1), got {value!r}")
+        if not 0 <= self.weight_decay < 1:
+            raise BadInput(f"weight-decay must be in [0, 1), got {self.weight_decay!r}")
+        if self.schedule not in SCHEDULES:
+            raise BadInput(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.augment not in AUGMENTATIONS:
+            raise BadInput(f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+
+    def recipe_settings(self) -> dict:
+        """The training-only choices that differ from the exercise's plain training."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS if getattr(self, name) != RECIPE_DEFAULTS[name]}
 
     def with_seed(self) -> "TrainConfig":
         """This config with a concrete seed: the given one, or a fresh random one."""
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(2**31))
+
+
+RECIPE_FIELDS = ("dropout_input", "dropout_hidden", "weight_decay", "label_smoothing", "schedule", "augment",
+                 "standardize")
+RECIPE_DEFAULTS = {name: TrainConfig.__dataclass_fields__[name].default for name in RECIPE_FIELDS}
 
 
 def accuracy_threshold_stop(threshold: float, min_epochs: int = 2):
@@ -179,18 +213,21 @@ def train(
     seed_everything(config.seed)
     model = build_model(spec, config.learning_rate, config.steps_per_execution)
     train_inputs = normalize(dataset.train_images, config.normalization)
-    train_labels = dataset.train_labels.astype("int32")
+    loss, train_labels = recipe.loss_and_labels(config, dataset.train_labels, NUM_CLASSES)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
     history: list[dict] = []
     callbacks = [_history_callback(history, steps_per_epoch, on_progress)]
     if config.stop_at_accuracy is not None:
         callbacks.append(accuracy_threshold_stop(config.stop_at_accuracy, config.min_epochs))
-    with softmax_folded_into_loss(model, config):
-        model.fit(
+    mean, std = recipe.input_statistics(train_inputs) if config.standardize else (0.0, 1.0)
+    with trained_through_logits(model, config, steps_per_epoch, loss, mean, std) as trainer:
+        trainer.fit(
             train_inputs, train_labels,
             epochs=config.epochs, batch_size=config.batch_size,
             callbacks=callbacks, verbose=0,
         )
+    if config.standardize:
+        recipe.fold_standardization(model, mean, std)
     predictor = DensePredictor.from_keras(model, config.normalization)
     evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
     return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
@@ -239,28 +276,30 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def softmax_folded_into_loss(model, config: TrainConfig):
-    """Train the model's logits with a from-logits loss; give back the exercise's softmax model.
+def trained_through_logits(model, config: TrainConfig, steps_per_epoch: int, loss, mean: float, std: float):
+    """Yield the recipe's training model (denselab.recipe) around `model`; give back the exercise's softmax model.
 
-    Cross-entropy of softmax probabilities is computed on the JAX backend as
-    log(clip(p, 1e-7, 1)), whose gradient is zero wherever p < 1e-7. On raw 0-255 pixels
-    (the exercise's un-normalized experiment) a deep model starts with logits so large
-    that nearly every p is below that, and training never moves: 10% accuracy (seen).
-    TensorFlow's backend avoids this by reading the logits behind the softmax; doing
-    the same here keeps the exercise's results on both backends. The loss is the same
-    function of the weights, so nothing else changes.
+    Training reads the logits, with the softmax folded into the loss. Cross-entropy of
+    softmax probabilities is computed on the JAX backend as log(clip(p, 1e-7, 1)), whose
+    gradient is zero wherever p < 1e-7. On raw 0-255 pixels (the exercise's un-normalized
+    experiment) a deep model starts with logits so large that nearly every p is below
+    that, and training never moves: 10% accuracy (seen). TensorFlow's backend avoids this
+    by reading the logits behind the softmax; doing the same here keeps the exercise's
+    results on both backends. The loss is the same function of the weights.
     """
     import keras
 
     output_layer = model.layers[-1]
     output_layer.activation = keras.activations.linear
-    compile_model(model, config.learning_rate, config.steps_per_execution, from_logits=True)
+    trainer = recipe.training_model(model, config, mean, std)
+    trainer.compile(optimizer=recipe.optimizer(config, steps_per_epoch), loss=loss, metrics=["accuracy"],
+                    steps_per_execution=config.steps_per_execution)
     try:
-        yield model
+        yield trainer
     finally:
         output_layer.activation = keras.activations.softmax
-        # The saved model is compiled as the exercise compiles it, with the trained Adam state.
-        compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=model.optimizer)
+        # The saved model is compiled as the exercise compiles it, with the trained optimizer's state.
+        compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=trainer.optimizer)
 
 
 def save_model(model, path: Path) -> Path:
