@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import inside, stored_runs
+from denselab.data import load_dataset
 from denselab.firmware import deployment_figures
 from denselab.model import load_model
 from denselab.runs.engine import plan_runs
@@ -38,7 +39,6 @@ from denselab.runs.engine import train_run
 from denselab.runs.executors import InProcess, RayExecutor, local_workers
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
-from test_study import SMALL_STUDY
 
 def task(variant, dataset, seed, on_progress):
     if variant.name == "always-fails":
@@ -115,8 +115,8 @@ def test_every_run_is_recorded_once_under_each_executor(driver, reference, fashi
         assert here["test_accuracy"] == there["test_accuracy"]
         assert here["test_loss"] == pytest.approx(there["test_loss"], rel=1e-6)
         # Deployment figures are measured in the worker and stored with the run.
-        assert (here["int8_bytes"], here["arena_bytes"], here["boards"]) == \
-            (there["int8_bytes"], there["arena_bytes"], there["boards"])
+        assert (here["int8_bytes"], here["int8_accuracy"], here["arena_bytes"], here["boards"]) == \
+            (there["int8_bytes"], there["int8_accuracy"], there["arena_bytes"], there["boards"])
 
     # Run again: finished runs are reused and never touched; failed ones are tried again.
     again = driver.run(fashion_slice_dir, tmp_path)
@@ -124,13 +124,16 @@ def test_every_run_is_recorded_once_under_each_executor(driver, reference, fashi
     assert [run for run in stored_runs(tmp_path / "runs.sqlite") if run["status"] == "finished"] == finished
 
 
-def test_stored_deployment_figures_match_a_fresh_measurement(reference, fashion):
+def test_stored_deployment_figures_match_a_fresh_measurement(reference, fashion_slice_dir):
     """The figures a worker stored equal those measured here from the saved model file."""
     run = next(run for run in reference if run["variant"] == "wide" and run["status"] == "finished")
-    fresh = deployment_figures(load_model(Path(run["model_path"])), fashion, "scale")
-    assert fresh == {"int8_bytes": run["int8_bytes"], "arena_bytes": run["arena_bytes"],
-                     "boards": json.loads(run["boards"])}
+    dataset = load_dataset("fashion-mnist", fashion_slice_dir, allow_download=False)
+    fresh = deployment_figures(load_model(Path(run["model_path"])), dataset, "scale")
+    assert fresh == {"int8_bytes": run["int8_bytes"], "int8_accuracy": run["int8_accuracy"],
+                     "arena_bytes": run["arena_bytes"], "boards": json.loads(run["boards"])}
     assert 30_000 < run["int8_bytes"] < 40_000 and "nano33ble" in fresh["boards"]
+    # int8 costs little accuracy against the float model scored on the same images.
+    assert abs(run["int8_accuracy"] - run["test_accuracy"]) < 0.02
 
 
 def test_plan_names_one_model_file_per_run(fashion):

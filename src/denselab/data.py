@@ -64,6 +64,9 @@ class Dataset:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    # What the "test" arrays really are: the test set, or a validation split held out of
+    # the training images (a search scores its trials there and never on the test set).
+    scored_on: str = "test"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -74,7 +77,7 @@ class Dataset:
         return Dataset(
             self.name, self.source,
             self.train_images[:train], self.train_labels[:train],
-            self.test_images[:test], self.test_labels[:test],
+            self.test_images[:test], self.test_labels[:test], self.scored_on,
         )
 
 

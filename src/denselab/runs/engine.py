@@ -89,7 +89,8 @@ def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, 
         config = {
             "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
             "dataset_source": dataset.source, "train_examples": len(dataset.train_labels),
-            "test_examples": len(dataset.test_labels), "hidden_units": list(variant.spec.hidden_units),
+            "test_examples": len(dataset.test_labels), "scored_on": dataset.scored_on,
+            "hidden_units": list(variant.spec.hidden_units),
             "activation": variant.spec.activation, **asdict(variant.config), "seed": seed,
         }
         model_path = Path(models_dir) / group / variant.name / f"seed{seed}-{combined}.keras"

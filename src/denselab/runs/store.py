@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS runs (
     keras_backend TEXT,
     error TEXT,
     int8_bytes INTEGER,
+    int8_accuracy REAL,
     arena_bytes INTEGER,
     boards TEXT,
     UNIQUE (study, variant, config_hash, seed)
@@ -51,9 +52,10 @@ RESULT_COLUMNS = (
     "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
     "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
 )
-# A run's deployment figures: its int8 .tflite size, the smallest TFLM arena and the boards
-# it fits, measured once when the run finishes. Schema 1 had no such columns.
-DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "arena_bytes": "INTEGER", "boards": "TEXT"}
+# A run's deployment figures: its int8 .tflite size and accuracy (on the split the run is
+# scored on: the test set, or a search's validation split), the smallest TFLM arena and
+# the boards it fits, measured once when the run finishes. Schema 1 had no such columns.
+DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "int8_accuracy": "REAL", "arena_bytes": "INTEGER", "boards": "TEXT"}
 
 
 @dataclass(frozen=True)
