@@ -73,7 +73,8 @@ def c_output_silenced():
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    import tensorflow as tf
+    with c_output_silenced():  # absl's and oneDNN's start-up lines ignore the variable above
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     return tf

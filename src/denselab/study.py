@@ -298,3 +298,31 @@ def _variant(name: str, reason: str, settings: dict, fail) -> Variant:
     except BadInput as error:
         fail(str(error))
     return Variant(name, reason.strip(), settings.get("dataset", "fashion-mnist"), spec, config)
+
+
+# --- writing a study file --------------------------------------------------------------------
+
+def variant_settings(variant: Variant) -> dict:
+    """The settings of a variant as a study file states them (training-only ones where not default)."""
+    config = variant.config
+    settings = {"dataset": variant.dataset, "hidden": list(variant.spec.hidden_units),
+                "activation": variant.spec.activation, "epochs": config.epochs, "batch_size": config.batch_size,
+                "learning_rate": config.learning_rate, "normalization": config.normalization}
+    if config.stop_at_accuracy is not None:
+        settings.update(stop_at_accuracy=config.stop_at_accuracy, min_epochs=config.min_epochs)
+    return {**settings, **config.recipe_settings()}
+
+
+def study_toml(name: str, description: str, seeds: int, variant: Variant) -> str:
+    """A study file of one variant that `denselab explore --study` reads back to the same runs."""
+    def value(item) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, (list, tuple)):
+            return "[" + ", ".join(value(element) for element in item) + "]"
+        return json.dumps(item)  # strings and numbers: JSON's forms are valid TOML
+
+    lines = [f"name = {value(name)}", f"description = {value(description)}", f"seeds = {seeds}", "",
+             "[[variants]]", f"name = {value(variant.name)}", f"reason = {value(variant.reason)}"]
+    lines += [f"{key} = {value(item)}" for key, item in variant_settings(variant).items()]
+    return "\n".join(lines) + "\n"

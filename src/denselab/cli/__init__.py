@@ -5,7 +5,9 @@ TensorFlow) are imported inside the commands that need them, so `denselab --help
 `denselab info` answer at once.
 """
 
-from denselab.cli import export_commands, model_commands, serve_commands, study_commands  # noqa: F401  (register the commands)
+from denselab.cli import (  # noqa: F401  (register the commands)
+    export_commands, model_commands, search_commands, serve_commands, study_commands,
+)
 from denselab.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,118 @@
+"""`denselab search`: the most accurate dense model that fits a board."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
+from denselab.cli.study_commands import DEFAULT_DB, DbOption
+from denselab.errors import BadInput
+
+
+@app.command()
+def search(
+    target: Annotated[Optional[str], typer.Option(help="A board of boards.toml (e.g. nano33ble, samd21).")] = None,
+    flash: Annotated[Optional[float], typer.Option(help="A custom budget instead of --target: flash in KB.")] = None,
+    ram: Annotated[Optional[float], typer.Option(help="A custom budget instead of --target: RAM in KB.")] = None,
+    runtime: Annotated[str, typer.Option(help="tflm (TensorFlow Lite Micro); c is not built yet.")] = "tflm",
+    trials: Annotated[int, typer.Option(help="Proposals trained in the first rung.")] = 30,
+    time_budget: Annotated[Optional[float], typer.Option(help="Minutes after which no new trial starts.")] = None,
+    epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = 18,
+    seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = 0,
+    validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = 10_000,
+    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
+    workers: Annotated[int, typer.Option(help="Runs trained in parallel on this machine (>1: local Ray processes).")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
+    db: DbOption = DEFAULT_DB,
+    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
+    out: Annotated[Optional[Path], typer.Option(help="Report, finalists' .tflite and study files [reports/search/TARGET].")] = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+):
+    """Search for the most accurate dense model that fits a board, chosen on a validation split.
+
+    Trials are compared by their int8 model's accuracy on training images held out for
+    validation; the finalists are retrained on all training images with 3 seeds, exported,
+    checked under TensorFlow Lite Micro and scored once on the test set. Run the same
+    command again after a stop and it continues; finished trials never run again.
+    """
+    from denselab.runs.executors import InProcess, RayExecutor, local_workers
+    from denselab.search.pipeline import load_training_only
+    from denselab.search.pipeline import search as run_whole_search
+    from denselab.search.run import SearchSettings
+    from denselab.search.target import resolve_target
+
+    chosen_target = resolve_target(target, flash, ram, runtime)
+    settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
+    if executor not in ("local", "ray"):
+        raise BadInput(f"unknown executor {executor!r}; choose local or ray")
+    if workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    out = out or Path("reports/search") / chosen_target.key
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"report directory {out} is a file; choose another --out")
+    if executor == "ray":
+        chosen = RayExecutor(ray_address, local_cpus=workers if workers > 1 and ray_address is None else None)
+    else:
+        chosen = local_workers(workers) if workers > 1 else InProcess()
+    training, load_test = load_training_only("fashion-mnist", data_dir)
+    if not as_json:
+        console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "
+                      f"{', '.join(map(str, settings.rungs()))} epochs; runs in {db}")
+    try:
+        with _SearchProgress() as on_progress:
+            result = run_whole_search(chosen_target, settings, training, load_test, db, models_dir, out, chosen,
+                                      batch=max(workers, 1), on_progress=on_progress)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished trials are stored; run the same command again to continue")
+        raise typer.Exit(130)
+    if as_json:
+        print_json(result)
+    else:
+        _print_result(result)
+
+
+def _print_result(result: dict) -> None:
+    best = result["best"]
+    console.print(f"{result['trials']} trials trained, {result['rejected']} refused before training (too large), "
+                  f"{result['failed']} failed")
+    table = Table("finalist", "int8 val.", "int8 test (3 seeds)", "bytes", "arena", "fits", box=box.SIMPLE_HEAD)
+    for finalist in result["pareto"]:
+        table.add_row(finalist["name"] + (" (winner)" if finalist["winner"] else ""), f"{finalist['val_accuracy_int8']:.4f}",
+                      f"{finalist['test_accuracy_int8_mean']:.4f} ± {finalist['test_accuracy_int8_std']:.4f}",
+                      f"{finalist['int8_bytes']:,}", f"{finalist['arena_bytes']:,}", "yes" if finalist["fits"] else "no")
+    console.print(table)
+    if best:
+        console.print(f"winner: {escape(best['tflite_path'])}; reproduce it with "
+                      f"denselab explore --study {escape(best['study_path'])}")
+    console.print(f"report: {escape(result['report'])}")
+
+
+class _SearchProgress:
+    """Trial k of N, the best int8 validation accuracy so far, and the time left, on stderr."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.fields[phase]}"), BarColumn(), TextColumn("{task.fields[state]}"),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self.update
+
+    def update(self, state) -> None:
+        best = f"best {state.best:.4f}" if state.best is not None else "best -"
+        left = f", ~{state.seconds_left / 60:.0f} min left" if state.seconds_left else ""
+        fields = {"phase": f"{state.phase} {state.done}/{state.total}", "state": best + left}
+        if self.task is None:
+            self.task = self.progress.add_task("search", total=state.total, **fields)
+        self.progress.update(self.task, total=state.total, completed=state.done, **fields)
+
+    def __exit__(self, *exc_info):
+        self.progress.stop()

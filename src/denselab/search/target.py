@@ -1,0 +1,88 @@
+"""What a board holds, and whether an architecture fits it before anything is trained.
+
+Flash must hold the int8 model plus the runtime's code; RAM must hold the TFLM arena plus
+one int8 input image and one int8 output. Both the int8 size and the arena depend only on
+the architecture (the layer shapes), never on trained weights, so they are measured
+exactly on an untrained model of the same shape and reused for every trial of it.
+"""
+
+from dataclasses import dataclass
+
+from denselab.data import IMAGE_SIDE, NUM_CLASSES
+from denselab.errors import BadInput
+from denselab.firmware import load_boards
+
+RUNTIMES = ("tflm", "c")
+IO_BYTES = IMAGE_SIDE * IMAGE_SIDE + NUM_CLASSES  # one int8 input image and one int8 output
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str  # a board of boards.toml, or "custom"
+    name: str
+    flash_bytes: int
+    ram_bytes: int
+    runtime: str
+    runtime_flash_bytes: int  # the runtime's code, an estimate for TFLM
+
+    @property
+    def model_flash_limit(self) -> int:
+        """The largest int8 model the flash holds beside the runtime."""
+        return self.flash_bytes - self.runtime_flash_bytes
+
+    def fits(self, int8_bytes: int, arena_bytes: int) -> bool:
+        return int8_bytes <= self.model_flash_limit and arena_bytes + IO_BYTES <= self.ram_bytes
+
+    def excess(self, int8_bytes: int, arena_bytes: int) -> float:
+        """How far a model is over the budget, as a fraction (<= 0 when it fits): Optuna's constraint."""
+        return max((int8_bytes - self.model_flash_limit) / self.flash_bytes,
+                   (arena_bytes + IO_BYTES - self.ram_bytes) / self.ram_bytes)
+
+    def as_dict(self) -> dict:
+        return {"name": self.key, "board": self.name, "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
+                "runtime": self.runtime, "runtime_flash_bytes": self.runtime_flash_bytes,
+                "runtime_flash_is_estimate": self.runtime == "tflm"}
+
+
+def resolve_target(board: str | None, flash_kb: float | None, ram_kb: float | None, runtime: str = "tflm") -> Target:
+    """A board of boards.toml (`board`), or a custom budget of `flash_kb` and `ram_kb` kilobytes."""
+    if runtime not in RUNTIMES:
+        raise BadInput(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "c":
+        raise BadInput("--runtime c needs denselab's C runtime, which does not exist yet; use --runtime tflm")
+    boards, runtime_flash = load_boards()
+    if board is not None and (flash_kb is not None or ram_kb is not None):
+        raise BadInput("give either --target BOARD or a custom budget (--flash KB --ram KB), not both")
+    if board is not None:
+        if board not in boards:
+            raise BadInput(f"unknown target {board!r}; choose one of {', '.join(boards)}, or give --flash KB --ram KB")
+        chosen = boards[board]
+        return Target(board, chosen.name, chosen.flash_bytes, chosen.ram_bytes, runtime, runtime_flash)
+    if flash_kb is None or ram_kb is None:
+        raise BadInput("a search needs --target BOARD, or a custom budget with both --flash KB and --ram KB")
+    for option, value in (("--flash", flash_kb), ("--ram", ram_kb)):
+        if not value > 0:
+            raise BadInput(f"{option} must be a positive number of kilobytes, got {value}")
+    return Target("custom", f"custom budget ({flash_kb:g} KB flash, {ram_kb:g} KB RAM)",
+                  int(flash_kb * 1024), int(ram_kb * 1024), runtime, runtime_flash)
+
+
+class Footprints:
+    """int8 size and TFLM arena of architectures, measured once each on an untrained model."""
+
+    def __init__(self, calibration_images):
+        self.calibration_images = calibration_images
+        self.measured: dict[tuple[int, ...], tuple[int, int]] = {}
+
+    def __call__(self, hidden_units: tuple[int, ...]) -> tuple[int, int]:
+        if hidden_units not in self.measured:
+            self.measured[hidden_units] = self._measure(hidden_units)
+        return self.measured[hidden_units]
+
+    def _measure(self, hidden_units):
+        from denselab.export import convert
+        from denselab.firmware import arena_for_shapes
+        from denselab.model import ModelSpec, build_model
+
+        model_bytes = convert(build_model(ModelSpec(hidden_units)), "int8", self.calibration_images)
+        return len(model_bytes), arena_for_shapes(model_bytes)

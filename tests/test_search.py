@@ -1,0 +1,178 @@
+"""`denselab search` end to end on a slice of the real data: finalists that fit, scores that a
+fresh LiteRT run confirms, a test set read only after the finalists are chosen, resume after
+SIGKILL, the three executors, and bad input.
+"""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import inside, stored_runs
+from denselab.data import load_dataset
+from denselab.export import LiteRTClassifier
+from denselab.runs.executors import InProcess
+from denselab.search.pipeline import journal_path, load_training_only, search
+from denselab.search.run import SearchSettings
+from denselab.search.split import validation_indices
+from denselab.search.target import resolve_target
+from denselab.study import load_study
+from test_cli import assert_one_line_error, denselab
+
+TINY = ("--trials", "3", "--epochs-max", "1", "--validation", "1000")
+
+
+def search_args(data_dir, root: Path, *extra, target=("--target", "nano33ble")):
+    # The target's options come after TINY's: an option given twice takes its last value.
+    return ["search", *TINY, *target, "--data-dir", data_dir, "--db", root / "runs.sqlite",
+            "--models-dir", root / "models", "--out", root / "report", "--json", *extra]
+
+
+def check_finalists(result: dict, data_dir) -> None:
+    """Every finalist fits, and its reported int8 test accuracy is what LiteRT gives its file now."""
+    dataset = load_dataset("fashion-mnist", data_dir, allow_download=False)
+    assert result["best"] is not None and result["pareto"] and result["trials"] == 3
+    for finalist in result["pareto"]:
+        assert finalist["fits"] and finalist["int8_bytes"] <= 1_048_576 - 100_000
+        model_bytes = Path(finalist["tflite_path"]).read_bytes()
+        predicted = LiteRTClassifier(model_bytes).probabilities(dataset.test_images).argmax(axis=1)
+        assert finalist["test_accuracy_int8"] == float((predicted == dataset.test_labels).mean())
+        assert finalist["seeds"] == 3 and finalist["tflm"]["top_class_agreement"] > 0.95
+    assert result["best"] in result["pareto"] and result["best"]["winner"]
+    assert result["best"]["val_accuracy_int8"] == max(f["val_accuracy_int8"] for f in result["pareto"])
+
+
+@pytest.fixture(scope="module")
+def searched(fashion_slice_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    result = denselab(*search_args(fashion_slice_dir, root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, json.loads(result.stdout)
+
+
+def test_a_tiny_search_finds_finalists_that_fit(searched, fashion_slice_dir):
+    root, result = searched
+    check_finalists(result, fashion_slice_dir)
+    runs = stored_runs(root / "runs.sqlite")
+    trial_runs = [run for run in runs if not run["study"].endswith("-final")]
+    assert {json.loads(run["config"])["scored_on"] for run in trial_runs} == {"validation"}
+    assert {json.loads(run["config"])["test_examples"] for run in trial_runs} == {1000}  # the validation split
+    assert len([run for run in runs if run["study"].endswith("-final")]) == 3 * len(result["pareto"])
+    report = (root / "report" / "report.md").read_text()
+    assert "never on the test set" in report and "## Trials" in report
+    assert (root / "report" / "figures" / "pareto-front.png").read_bytes().startswith(b"\x89PNG")
+    assert "data:image/png;base64," in (root / "report" / "report.html").read_text()
+
+
+def test_the_winner_is_written_as_a_study_that_explore_reads_back(searched):
+    _, result = searched
+    study = load_study(Path(result["best"]["study_path"]))
+    [variant] = study.variants
+    assert study.seeds == (0, 1, 2) and variant.config.epochs == 1
+    config = result["best"]["config"]
+    assert variant.config.learning_rate == config["learning_rate"] and variant.config.standardize == config["standardize"]
+    assert list(variant.spec.hidden_units) == [config[f"width_{i + 1}"] for i in range(config["layers"])]
+
+
+def test_a_rerun_trains_nothing_and_changes_no_run(searched, fashion_slice_dir):
+    root, first = searched
+    before = stored_runs(root / "runs.sqlite")
+    again = denselab(*search_args(fashion_slice_dir, root))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert stored_runs(root / "runs.sqlite") == before
+    assert json.loads(again.stdout)["best"]["test_accuracy_int8"] == first["best"]["test_accuracy_int8"]
+
+
+def test_the_test_set_is_read_once_and_only_after_every_trial(fashion_slice_dir, tmp_path):
+    """Instrumented: the test split comes only from `load_test`, and it records when it is called."""
+    training, load_test = load_training_only("fashion-mnist", fashion_slice_dir)
+    assert len(training.test_images) == 0  # what trials are given holds no test image
+    calls = []
+
+    def recording_load_test():
+        with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+            calls.append(connection.execute("SELECT study, status FROM runs").fetchall())
+        return load_test()
+
+    search(resolve_target("samd21", None, None), SearchSettings(trials=2, epochs_max=1, validation=1000), training,
+           recording_load_test, tmp_path / "runs.sqlite", tmp_path / "models", tmp_path / "report", InProcess())
+    [rows_then] = calls  # once
+    assert rows_then and all(status == "finished" and not study.endswith("-final") for study, status in rows_then)
+    final = [run for run in stored_runs(tmp_path / "runs.sqlite") if run["study"].endswith("-final")]
+    assert final and all(json.loads(run["config"])["scored_on"] == "test" for run in final)
+
+
+def test_the_validation_split_is_stratified_fixed_and_disjoint(fashion):
+    labels = fashion.train_labels
+    first, again = validation_indices(labels, 10_000), validation_indices(labels, 10_000)
+    np.testing.assert_array_equal(first, again)
+    assert len(np.unique(first)) == 10_000
+    np.testing.assert_array_equal(np.bincount(labels[first], minlength=10), [1000] * 10)
+
+
+def test_resume_after_sigkill(fashion_slice_dir, tmp_path):
+    args = search_args(fashion_slice_dir, tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "denselab", *map(str, args)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            finished = [run for run in stored_runs(tmp_path / "runs.sqlite") if run["status"] == "finished"]
+        except sqlite3.OperationalError:
+            finished = []
+        if finished:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the search never finished a trial")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = [run for run in stored_runs(tmp_path / "runs.sqlite") if run["status"] == "finished"]
+    resumed = denselab(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout)
+    assert result["trials"] == 3
+    after = {run["id"]: run for run in stored_runs(tmp_path / "runs.sqlite")}
+    assert all(after[run["id"]] == run for run in kept)  # finished trials never ran again
+
+
+@pytest.mark.parametrize("kind", ["workers", "ray-cluster"])
+def test_the_search_runs_on_the_other_executors(kind, fashion_slice_dir, tmp_path, request):
+    if kind == "workers":
+        prefix, env, extra = inside(request.getfixturevalue("namespace")), None, ("--workers", "2")
+    else:
+        cluster = request.getfixturevalue("ray_cluster")
+        prefix, env, extra = inside(cluster.namespace), cluster.driver_env, ("--executor", "ray", "--ray-address",
+                                                                              cluster.address)
+    command = [*prefix, sys.executable, "-m", "denselab", *map(str, search_args(fashion_slice_dir, tmp_path, *extra))]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_finalists(json.loads(result.stdout.strip().splitlines()[-1]), fashion_slice_dir)
+
+
+@pytest.mark.parametrize("target, expected", [
+    (("--target", "nosuchboard"), "unknown target 'nosuchboard'"),
+    (("--flash", "100"), "both --flash KB and --ram KB"),
+    (("--flash", "0", "--ram", "32"), "--flash must be a positive number of kilobytes, got 0"),
+    (("--flash", "256", "--ram", "-1"), "--ram must be a positive number of kilobytes, got -1"),
+    (("--flash", "110", "--ram", "32"), "too small for any model of the search: the smallest, Dense(16,), needs"),
+    (("--target", "samd21", "--runtime", "c"), "--runtime c needs denselab's C runtime"),
+    (("--target", "samd21", "--trials", "0"), "--trials must be at least 1, got 0"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(target, expected, fashion_slice_dir, tmp_path):
+    result = denselab(*search_args(fashion_slice_dir, tmp_path, target=target))
+    assert_one_line_error(result, expected)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # no store, journal, model or report
+
+
+def test_a_journal_of_another_kind_is_refused(fashion_slice_dir, tmp_path):
+    journal_path(tmp_path / "runs.sqlite").write_text("not a journal of searches\n")
+    result = denselab(*search_args(fashion_slice_dir, tmp_path))
+    assert_one_line_error(result, "search journal", "cannot be used")
+    assert not (tmp_path / "report").exists()
