@@ -65,6 +65,20 @@ def test_tflm_identical_to_reference_kernels_and_minimal_arena(deeper_exports, f
     assert smallest_arena(model_bytes) == check.arena_bytes
 
 
+def test_the_arena_depends_on_the_shapes_not_the_trained_values(deeper_exports, fashion):
+    """arena_for_shapes reuses one bisection for models of one architecture, and the search
+    measures an architecture on an untrained model: both must match a trained model's figures."""
+    from denselab.firmware import arena_for_shapes
+    from denselab.search.target import Footprints
+
+    trained = deeper_exports["int8"].path.read_bytes()
+    other_seed = train(ModelSpec((512, 512)), fashion.subset(train=2000, test=100), TrainConfig(epochs=1, seed=9))
+    other = convert(other_seed.model, "int8", fashion.train_images[:50])
+    assert smallest_arena(other) == smallest_arena(trained) == arena_for_shapes(trained)
+    size, arena = Footprints(fashion.train_images[:50])((512, 512))
+    assert arena == smallest_arena(trained) and abs(size - len(trained)) <= 64
+
+
 def test_c_array_round_trip_and_compiles(deeper_exports, tmp_path):
     model_bytes = deeper_exports["int8"].path.read_bytes()
     sources = c_array_sources(model_bytes, "dense_512_512")

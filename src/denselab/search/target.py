@@ -1,12 +1,16 @@
 """What a board holds, and whether an architecture fits it before anything is trained.
 
 Flash must hold the int8 model plus the runtime's code; RAM must hold the TFLM arena plus
-one int8 input image and one int8 output. Both the int8 size and the arena depend only on
-the architecture (the layer shapes), never on trained weights, so they are measured
-exactly on an untrained model of the same shape and reused for every trial of it.
+one int8 input image and one int8 output. The int8 size and the arena depend on the
+architecture (the layer shapes), not on the trained values, so they are measured on an
+untrained model of the same shape (with nonzero biases, as trained ones have) and reused
+for every trial of it: the size agrees with the trained model's to a few bytes (8 of
+699 928 seen), the arena exactly. The finalists' own figures are measured again.
 """
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from denselab.data import IMAGE_SIDE, NUM_CLASSES
 from denselab.errors import BadInput
@@ -14,6 +18,7 @@ from denselab.firmware import load_boards
 
 RUNTIMES = ("tflm", "c")
 IO_BYTES = IMAGE_SIDE * IMAGE_SIDE + NUM_CLASSES  # one int8 input image and one int8 output
+BIAS_FOR_MEASURING = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,5 +89,12 @@ class Footprints:
         from denselab.firmware import arena_for_shapes
         from denselab.model import ModelSpec, build_model
 
-        model_bytes = convert(build_model(ModelSpec(hidden_units)), "int8", self.calibration_images)
+        model = build_model(ModelSpec(hidden_units))
+        for layer in model.layers[1:]:
+            kernel, bias = layer.get_weights()
+            # Keras starts biases at zero, and the converter stores identical all-zero biases
+            # differently (a smaller file, a smaller arena: 683 080 and 12 208 bytes against a
+            # trained 512-512 model's 699 928 and 14 424, seen). Trained biases are never all zero.
+            layer.set_weights([kernel, np.full_like(bias, BIAS_FOR_MEASURING)])
+        model_bytes = convert(model, "int8", self.calibration_images)
         return len(model_bytes), arena_for_shapes(model_bytes)
