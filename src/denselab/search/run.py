@@ -24,7 +24,7 @@ from denselab.search.split import VALIDATION_IMAGES
 from denselab.search.target import Footprints, Target
 
 ETA = 3  # successive halving keeps the best 1/ETA of a rung and trains it ETA times longer
-REJECTIONS_PER_TRIAL = 20  # proposals that cannot fit, per trial asked for, before the search gives up
+MISSES_PER_TRIAL = 20  # proposals that cannot fit or fail, per trial asked for, before the search gives up
 
 
 @dataclass(frozen=True)
@@ -205,13 +205,12 @@ def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> 
             pending.append(frozen)
         else:  # stopped before it was fully proposed
             study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-    asked = 0
+    misses = 0  # proposals refused or failed in this session: bounded, so a search always ends
     while len(trained()) < wanted and not context.time_is_up():
         while len(pending) < batch and len(trained()) + len(pending) < wanted:
-            if asked >= REJECTIONS_PER_TRIAL * wanted:
-                raise BadInput(f"{target.name}: {asked} proposals in a row did not fit; the budget is too tight for "
-                               "this search space")
-            asked += 1
+            if misses >= MISSES_PER_TRIAL * wanted:
+                raise BadInput(f"{target.name}: {misses} proposals did not fit or failed to train for "
+                               f"{len(trained())} that trained; see `denselab runs list` for failures")
             trial = study.ask()
             hidden = space.sample_architecture(trial)
             size, arena = footprints(hidden)
@@ -221,6 +220,7 @@ def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> 
             trial.set_constraint("fits_board", target.excess(size, arena))
             if not target.fits(size, arena):
                 study.tell(trial, 0.0)  # infeasible through its constraint: the sampler learns to avoid it
+                misses += 1
                 continue
             space.sample_training(trial)
             pending.append(trial)
@@ -230,6 +230,7 @@ def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> 
         for trial, run in zip(pending, runs):
             if run is None:
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                misses += 1
                 continue
             study.tell(trial.number, run["int8_accuracy"])
         pending = []
