@@ -40,7 +40,7 @@ def search(
     checked under TensorFlow Lite Micro and scored once on the test set. Run the same
     command again after a stop and it continues; finished trials never run again.
     """
-    from denselab.runs.executors import InProcess, RayExecutor, local_workers
+    from denselab.runs.executors import choose_executor
     from denselab.search.pipeline import load_training_only
     from denselab.search.pipeline import search as run_whole_search
     from denselab.search.run import SearchSettings
@@ -48,17 +48,10 @@ def search(
 
     chosen_target = resolve_target(target, flash, ram, runtime)
     settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
-    if executor not in ("local", "ray"):
-        raise BadInput(f"unknown executor {executor!r}; choose local or ray")
-    if workers < 1:
-        raise BadInput(f"--workers must be >= 1, got {workers}")
+    chosen = choose_executor(executor, workers, ray_address)
     out = out or Path("reports/search") / chosen_target.key
     if out.exists() and not out.is_dir():
         raise BadInput(f"report directory {out} is a file; choose another --out")
-    if executor == "ray":
-        chosen = RayExecutor(ray_address, local_cpus=workers if workers > 1 and ray_address is None else None)
-    else:
-        chosen = local_workers(workers) if workers > 1 else InProcess()
     training, load_test = load_training_only("fashion-mnist", data_dir)
     if not as_json:
         console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "

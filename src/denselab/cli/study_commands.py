@@ -42,26 +42,15 @@ def explore(
     from denselab.data import load_dataset
     from denselab.explore import run_study
     from denselab.report import build_report, write_report
-    from denselab.runs.executors import InProcess, RayExecutor, local_workers
+    from denselab.runs.executors import choose_executor
     from denselab.runs.store import RunStore
     from denselab.study import load_study
 
-    if executor not in ("local", "ray"):
-        raise BadInput(f"unknown executor {executor!r}; choose local or ray")
-    if cpus_per_run <= 0 or gpus_per_run < 0:
-        raise BadInput("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    if workers < 1:
-        raise BadInput(f"--workers must be >= 1, got {workers}")
+    chosen = choose_executor(executor, workers, ray_address, cpus_per_run, gpus_per_run)
     study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
     if out.exists() and not out.is_dir():
         raise BadInput(f"report directory {out} is a file; choose another --out")
     datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
-    if executor == "ray":
-        # Without an address, --workers sizes the local Ray instance that is started.
-        local_cpus = workers if workers > 1 and ray_address is None else None
-        chosen = RayExecutor(ray_address, cpus_per_run, gpus_per_run, local_cpus)
-    else:
-        chosen = local_workers(workers) if workers > 1 else InProcess()
     with RunStore(db) as store:
         if not as_json:
             console.print(f"study {study.name}: {len(study.variants)} variants × {len(study.seeds)} seeds "

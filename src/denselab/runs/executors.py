@@ -108,6 +108,21 @@ def local_workers(count: int) -> RayExecutor:
     return RayExecutor(local_cpus=count)
 
 
+def choose_executor(kind: str, workers: int = 1, address: str | None = None, cpus_per_run: float = 1,
+                    gpus_per_run: float = 0):
+    """The executor the command-line options ask for (--executor, --workers, --ray-address, ...)."""
+    if kind not in ("local", "ray"):
+        raise BadInput(f"unknown executor {kind!r}; choose local or ray")
+    if not isinstance(workers, int) or workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    if not cpus_per_run > 0 or not gpus_per_run >= 0:
+        raise BadInput("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+    if kind == "ray":
+        # Without an address, --workers sizes the local Ray instance that is started.
+        return RayExecutor(address, cpus_per_run, gpus_per_run, workers if workers > 1 and address is None else None)
+    return local_workers(workers) if workers > 1 else InProcess()
+
+
 def _remote_run(task, variant, dataset, seed) -> dict:
     """What a Ray worker runs: the task, without progress (it reaches the driver per run)."""
     return task(variant, dataset, seed, None)
