@@ -176,3 +176,19 @@ def test_a_journal_of_another_kind_is_refused(fashion_slice_dir, tmp_path):
     result = denselab(*search_args(fashion_slice_dir, tmp_path))
     assert_one_line_error(result, "search journal", "cannot be used")
     assert not (tmp_path / "report").exists()
+
+
+def test_a_journal_of_another_search_kind_is_refused(fashion_slice_dir, tmp_path):
+    """A journal whose study of the same name was made with another space or split is not mixed in."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from denselab.search.run import search_name
+
+    name = search_name(resolve_target("nano33ble", None, None), SearchSettings(trials=3, epochs_max=1, validation=1000))
+    storage = JournalStorage(JournalFileBackend(str(journal_path(tmp_path / "runs.sqlite"))))
+    optuna.create_study(study_name=name, storage=storage).set_user_attr("kind", "someone else's search")
+    result = denselab(*search_args(fashion_slice_dir, tmp_path))
+    assert_one_line_error(result, "holds a search", "of another kind")
+    assert not (tmp_path / "report").exists() and not (tmp_path / "models").exists()

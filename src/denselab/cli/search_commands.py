@@ -25,7 +25,8 @@ def search(
     seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = 0,
     validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = 10_000,
     executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
-    workers: Annotated[int, typer.Option(help="Runs trained in parallel on this machine (>1: local Ray processes).")] = 1,
+    workers: Annotated[int, typer.Option(help="Trials trained at once: local Ray processes, or proposals per batch "
+                                         "with --executor ray.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
     db: DbOption = DEFAULT_DB,
     models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
