@@ -87,7 +87,7 @@ def search_name(target: Target, settings: SearchSettings) -> str:
     return f"search-{budget}-{target.runtime}-e{settings.epochs_max}-s{settings.seed}-v{settings.validation}"
 
 
-def open_journal(path: Path, name: str, settings: SearchSettings, split_record: dict, sampler):
+def open_journal(path: Path, name: str, split_record: dict, sampler):
     """The Optuna study of this search in its journal file, made on first use and checked after."""
     import optuna
     from optuna.storages import JournalStorage
@@ -140,7 +140,7 @@ def run_search(
 
     name = search_name(target, settings)
     sampler = optuna.samplers.TPESampler(seed=settings.seed)  # it reads each trial's constraint (set_constraint)
-    study = open_journal(journal_path, name, settings, split_record, sampler)
+    study = open_journal(journal_path, name, split_record, sampler)
     context = _Context(target, settings, trial_data, store, models_dir, executor, name, on_progress, task)
     _rung_zero(study, context, footprints, batch)
     trials = _trials(study, context)
