@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench fuzz system-dataset system-browser clean
+.PHONY: run test bench fuzz system-dataset system-browser system-c-runtime clean
 
 # The virtual environment, rebuilt whenever the pinned requirements change.
 $(INSTALLED): requirements.txt pyproject.toml
@@ -21,12 +21,16 @@ system-dataset:
 system-browser:
 	scripts/system-packages.sh browser
 
+# The C compiler, the ARM cross-compiler with newlib, and QEMU: the C runtime's three checks.
+system-c-runtime:
+	scripts/system-packages.sh c-runtime
+
 # The main job: every experiment of the exercise over 3 seeds, and its report
 # (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused.
-run: $(INSTALLED) system-dataset
+run: $(INSTALLED) system-dataset system-browser system-c-runtime
 	$(BIN)/denselab explore
 
-test: $(INSTALLED) system-dataset system-browser
+test: $(INSTALLED) system-dataset system-browser system-c-runtime
 	$(BIN)/python -m pytest
 
 clean:

@@ -2,6 +2,7 @@
 # Install the Debian packages denselab needs when they are missing and apt is usable.
 # Usage: scripts/system-packages.sh dataset   (Fashion-MNIST's IDX files)
 #        scripts/system-packages.sh browser   (headless Chromium for the browser tests)
+#        scripts/system-packages.sh c-runtime (C compilers and QEMU for the C runtime's checks)
 set -euo pipefail
 
 need_dataset() {
@@ -19,6 +20,15 @@ need_dataset() {
 }
 
 need_browser() { ! command -v chromium >/dev/null 2>&1; }
+
+# The packages of the C runtime's checks that are missing: the host's C compiler, the ARM
+# cross-compiler, newlib's semihosting library for it (rdimon.specs), and QEMU's ARM boards.
+missing_c_runtime() {
+  command -v cc >/dev/null 2>&1 || echo gcc
+  command -v arm-none-eabi-gcc >/dev/null 2>&1 || echo gcc-arm-none-eabi
+  [ -f /usr/lib/arm-none-eabi/newlib/rdimon.specs ] || echo libnewlib-arm-none-eabi
+  command -v qemu-system-arm >/dev/null 2>&1 || echo qemu-system-arm
+}
 
 apt_install() {
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -41,6 +51,9 @@ for what in "$@"; do
   case "$what" in
     dataset) if need_dataset; then apt_install dataset-fashion-mnist; fi ;;
     browser) if need_browser; then apt_install chromium; fi ;;
+    c-runtime)
+      missing=$(missing_c_runtime | tr '\n' ' ')
+      if [ -n "${missing// /}" ]; then apt_install $missing; fi ;;
     *) echo "unknown system package group: $what" >&2; exit 2 ;;
   esac
 done

@@ -85,6 +85,16 @@ def trained_dir(fashion, tmp_path_factory):
     return save_run(run, tmp_path_factory.mktemp("trained"))
 
 
+@pytest.fixture(scope="session")
+def deeper_dir(fashion, tmp_path_factory):
+    """The exercise's Dense(512) -> Dense(512) model, trained for 2 epochs on the real data."""
+    from denselab.model import ModelSpec
+    from denselab.train import TrainConfig, save_run, train
+
+    run = train(ModelSpec((512, 512)), fashion, TrainConfig(epochs=2, seed=1))
+    return save_run(run, tmp_path_factory.mktemp("deeper"))
+
+
 def stored_runs(db: Path) -> list[dict]:
     """Every row of a run database, as SQLite holds it (JSON columns as text), by variant and seed."""
     with sqlite3.connect(db) as connection:

@@ -18,13 +18,6 @@ from test_cli import assert_one_line_error, denselab
 
 
 @pytest.fixture(scope="module")
-def deeper_dir(fashion, tmp_path_factory):
-    """The exercise's Dense(512) -> Dense(512) model, trained for 2 epochs on the real data."""
-    run = train(ModelSpec((512, 512)), fashion, TrainConfig(epochs=2, seed=1))
-    return save_run(run, tmp_path_factory.mktemp("deeper"))
-
-
-@pytest.fixture(scope="module")
 def deeper_exports(deeper_dir, fashion):
     trained = load_trained_model(deeper_dir / "model.keras")
     results = export_model(trained.model, ["none", "int8"], fashion, deeper_dir / "export")

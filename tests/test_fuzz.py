@@ -469,3 +469,40 @@ def test_predict_mutated_images_and_multipart(client, endpoint, data):
         content_type = data.draw(st.sampled_from([content_type, "multipart/form-data", "multipart/form-data; boundary=",
                                                   "multipart/form-data; boundary=other"]))
     assert_served(post(client, endpoint, body, content_type))
+
+
+# --- the .tflite reader of the C runtime ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_int8_model(fashion) -> bytes:
+    """An untrained Dense(4) converted to int8: small, so that edits often land in its structure."""
+    from denselab.export import calibration_images, convert
+    from denselab.model import ModelSpec, build_model
+
+    return convert(build_model(ModelSpec((4,))), "int8", calibration_images(fashion, 20))
+
+
+def reads_or_bad_input(model_bytes: bytes) -> None:
+    """read_quantized_classifier succeeds, and its numbers make C sources, or it raises BadInput."""
+    from denselab.deploy.c_source import c_sources
+    from denselab.deploy.quantized import read_quantized_classifier
+
+    try:
+        classifier = read_quantized_classifier(model_bytes, "fuzz.tflite")
+    except BadInput as error:
+        assert "\n" not in str(error) and "fuzz.tflite" in str(error)
+        return
+    names = tuple(f"class {index}" for index in range(classifier.classes))
+    assert set(c_sources(classifier, names, "scale", "fuzz")) == {"denselab_model.h", "denselab_model.c", "main.c"}
+
+
+@FUZZ
+@given(data=st.binary(max_size=256) | st.binary(max_size=2048).map(lambda rest: b"\x1c\x00\x00\x00TFL3" + rest))
+def test_tflite_random_bytes(data):
+    reads_or_bad_input(data)
+
+
+@FUZZ
+@given(data=st.data())
+def test_tflite_mutated(small_int8_model, data):
+    reads_or_bad_input(data.draw(mutated(st.just(small_int8_model))))

@@ -252,6 +252,7 @@ class Board:
     chip: str
     flash_bytes: int
     ram_bytes: int
+    clock_hz: int
 
 
 def load_boards() -> tuple[dict[str, Board], int]:
@@ -284,12 +285,17 @@ class Fit:
                 "flash_margin_bytes": self.flash_margin_bytes, "ram_margin_bytes": self.ram_margin_bytes}
 
 
-def board_fit(target: str, model_bytes: int, arena_bytes: int, io_bytes: int) -> Fit:
-    """Whether a model fits a board: flash for model + runtime, RAM for arena + input + output."""
-    boards, runtime_flash = load_boards()
+def board_fit(target: str, model_bytes: int, arena_bytes: int, io_bytes: int, runtime_flash: int | None = None) -> Fit:
+    """Whether a model fits a board: flash for model + runtime, RAM for arena + input + output.
+
+    `runtime_flash` defaults to TFLM's estimated code size; the C runtime's measured flash
+    already holds its code, so it passes 0.
+    """
+    boards, tflm_flash = load_boards()
     if target not in boards:
         raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
-    return Fit(boards[target], model_bytes + runtime_flash, arena_bytes + io_bytes)
+    return Fit(boards[target], model_bytes + (tflm_flash if runtime_flash is None else runtime_flash),
+               arena_bytes + io_bytes)
 
 
 def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int) -> list[str]:
@@ -340,17 +346,32 @@ def arena_for_shapes(model_bytes: bytes) -> int:
     return _ARENAS[signature]
 
 
+def target_verdict(target: str, report: dict, model_bytes: int, arena_bytes: int, needed_io: int) -> dict:
+    """The board's verdict: on the C runtime's measured figures when the report has them, else on TFLM's estimate."""
+    c = report.get("c")
+    if c and c.get("checked"):
+        verdict = board_fit(target, c["flash_bytes"], c["ram_bytes"], needed_io, runtime_flash=0).as_dict()
+        return {**verdict, "runtime": "c", "flash_is_estimate": False}
+    verdict = board_fit(target, model_bytes, arena_bytes, needed_io).as_dict()
+    return {**verdict, "runtime": "tflm", "flash_is_estimate": True}
+
+
 # --- the whole export ------------------------------------------------------------------------
 
 def export_for_microcontroller(
     trained, dataset, quantizations: list[str], out_dir: Path, calibration: int = 500,
     c_array: bool = False, target: str | None = None, tflm_images: int = TFLM_IMAGES,
+    runtime: str = "tflm", c_options: dict | None = None,
 ) -> dict:
     """Export `trained` (train.TrainedModel) in each quantization and, for int8, check it under TFLM.
 
+    With `runtime="c"` the int8 model also becomes the C runtime (denselab.deploy.c_export,
+    called with `c_options`), and the target's verdict uses the C runtime's measured flash
+    and RAM instead of TFLM's estimate.
+
     Returns:
-        What `denselab export --json` prints: the exports, the TFLM check, MACs, and the
-        target board's verdict (the last two only where an int8 export exists).
+        What `denselab export --json` prints: the exports, the TFLM check, MACs, the C
+        runtime, and the target board's verdict (the last three only where an int8 export exists).
     """
     from denselab.export import export_model
     from denselab.model import spec_of
@@ -360,12 +381,12 @@ def export_for_microcontroller(
     report = {
         "model": model.name, "keras_test_accuracy": exports[0].test_accuracy + exports[0].accuracy_drop,
         "exports": [result.as_dict() for result in exports], "tflm": None, "macs": spec_of(model).macs(),
-        "target": None, "boards_that_fit": [], "c_sources": [],
+        "target": None, "boards_that_fit": [], "c_sources": [], "c": None,
     }
     int8 = next((result for result in exports if result.quantize == "int8"), None)
     if int8 is None:
-        if target or c_array:
-            raise BadInput("--target and --c-array need the int8 export (--quantize int8 or --all)")
+        if target or c_array or runtime == "c":
+            raise BadInput("--target, --c-array and --runtime c need the int8 export (--quantize int8 or --all)")
         return report
     model_bytes = int8.path.read_bytes()
     count = min(tflm_images, len(dataset.test_labels))
@@ -373,8 +394,13 @@ def export_for_microcontroller(
     report["tflm"] = check.as_dict()
     needed_io = io_bytes(dataset)
     report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io)
+    if runtime == "c":
+        from denselab.deploy.c_export import export_c_runtime
+
+        report["c"] = export_c_runtime(model_bytes, str(int8.path), dataset, normalization, out_dir, model.name,
+                                       **(c_options or {}))
     if target:
-        report["target"] = board_fit(target, len(model_bytes), check.arena_bytes, needed_io).as_dict()
+        report["target"] = target_verdict(target, report, len(model_bytes), check.arena_bytes, needed_io)
     if c_array:
         sources = c_array_sources(model_bytes, model.name)
         sources["main.cc"] = main_program(

@@ -1,0 +1,179 @@
+/*
+ * The integer arithmetic of TensorFlow Lite's int8 FULLY_CONNECTED and SOFTMAX reference
+ * kernels, which TensorFlow Lite Micro runs: the gemmlowp fixed-point helpers, written in
+ * C99 from their published definitions, so that every output equals TFLM's bit for bit.
+ * Right shifts of negative numbers are arithmetic, as on every compiler TFLM supports.
+ */
+
+typedef struct {
+  const int8_t *weights;     /* [outputs][inputs], row-major: the converter's int8 weights */
+  const int32_t *bias;       /* the int32 bias minus input_zero_point * sum(weights[o]) */
+  const int32_t *multiplier; /* per output: real scale = multiplier * 2^(shift - 31) */
+  const int8_t *shift;
+  int32_t inputs, outputs;
+  int32_t output_zero_point, activation_min; /* activation_max is 127 */
+} dl_layer;
+
+/* gemmlowp's SaturatingRoundingDoublingHighMul: the high 32 bits of 2ab, rounded. */
+static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
+  int64_t ab, nudge;
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  ab = (int64_t)a * (int64_t)b;
+  nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded half away from zero. */
+static int32_t dl_divide_by_pot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent: x * 2^exponent, saturated. */
+static int32_t dl_multiply_by_pot(int32_t x, int exponent) {
+  const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+  if (x > threshold) return INT32_MAX;
+  if (x < -threshold) return INT32_MIN;
+  return (int32_t)((uint32_t)x << exponent);
+}
+
+/* TFLite's MultiplyByQuantizedMultiplier (double rounding, TFLM's default build). */
+static int32_t dl_requantize(int32_t x, int32_t multiplier, int shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  return dl_divide_by_pot(dl_doubling_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
+  int32_t o, i;
+  for (o = 0; o < layer->outputs; ++o) {
+    const int8_t *row = layer->weights + o * layer->inputs;
+    int32_t acc = layer->bias[o];
+    for (i = 0; i < layer->inputs; ++i) acc += (int32_t)input[i] * (int32_t)row[i];
+    acc = dl_requantize(acc, layer->multiplier[o], layer->shift[o]) + layer->output_zero_point;
+    if (acc < layer->activation_min) acc = layer->activation_min;
+    if (acc > 127) acc = 127;
+    output[o] = (int8_t)acc;
+  }
+}
+
+/* gemmlowp's exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31 in and out. */
+static int32_t dl_exp_on_quarter(int32_t a) {
+  const int32_t constant_term = 1895147668;  /* exp(-1/8) */
+  const int32_t one_third = 715827883;
+  const int32_t x = a + (1 << 28);           /* a + 1/8: a Taylor series around -1/8 */
+  const int32_t x2 = dl_doubling_high_mul(x, x);
+  const int32_t x3 = dl_doubling_high_mul(x2, x);
+  const int32_t x4 = dl_doubling_high_mul(x2, x2);
+  const int32_t x4_over_4 = dl_divide_by_pot(x4, 2);
+  const int32_t tail = dl_divide_by_pot(dl_doubling_high_mul(x4_over_4 + x3, one_third) + x2, 1);
+  return constant_term + dl_doubling_high_mul(constant_term, x + tail);
+}
+
+/* gemmlowp's exp_on_negative_values: a in Q5.26 (a <= 0), exp(a) in Q0.31. */
+static int32_t dl_exp_on_negative(int32_t a) {
+  /* exp(-2^k) for k = -2 .. 4, in Q0.31: one factor per bit of the integer part. */
+  static const int32_t factors[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+  const int32_t one_quarter = 1 << 24;
+  const int32_t a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter;
+  const int32_t remainder = a_mod_quarter_minus_quarter - a;
+  int32_t result = dl_exp_on_quarter(dl_multiply_by_pot(a_mod_quarter_minus_quarter, 5));
+  int k;
+  for (k = 0; k < 7; ++k) {
+    if (remainder & ((int32_t)1 << (24 + k))) result = dl_doubling_high_mul(result, factors[k]);
+  }
+  return a == 0 ? INT32_MAX : result;
+}
+
+/* gemmlowp's one_over_one_plus_x_for_x_in_0_1: Newton-Raphson in Q2.29, the result in Q0.31. */
+static int32_t dl_one_over_one_plus_x(int32_t a) {
+  const int64_t sum = (int64_t)a + INT32_MAX;
+  const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+  int32_t x = 1515870810 + dl_doubling_high_mul(half_denominator, -1010580540); /* 48/17 - 32/17 d */
+  int i;
+  for (i = 0; i < 3; ++i) {
+    const int32_t one_minus_dx = (1 << 29) - dl_doubling_high_mul(half_denominator, x);
+    x = x + dl_multiply_by_pot(dl_doubling_high_mul(x, one_minus_dx), 2);
+  }
+  return dl_multiply_by_pot(x, 1);
+}
+
+static int dl_leading_zeros(uint32_t x) {
+  int count = 0;
+  while (count < 32 && !(x & 0x80000000u)) {
+    x <<= 1;
+    ++count;
+  }
+  return count;
+}
+
+/* TFLite's reference int8 Softmax (int8 output: zero point -128, scale 1/256). */
+static void dl_softmax(const int8_t *input, int8_t *output, int32_t depth) {
+  int32_t c, max = -128, sum = 0; /* sum of exps in Q12.19 */
+  int32_t headroom, bits_over_unit, scale;
+  for (c = 0; c < depth; ++c) if (input[c] > max) max = input[c];
+  for (c = 0; c < depth; ++c) {
+    const int32_t diff = input[c] - max;
+    if (diff >= DL_SOFTMAX_DIFF_MIN) {
+      const int32_t scaled = dl_doubling_high_mul(diff * (1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
+      sum += dl_divide_by_pot(dl_exp_on_negative(scaled), 12);
+    }
+  }
+  /* TFLite's GetReciprocal: 1/sum as a Q0.31 scale and a power of two. */
+  headroom = dl_leading_zeros((uint32_t)sum);
+  bits_over_unit = 12 - headroom;
+  scale = dl_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - ((uint32_t)1 << 31)));
+  for (c = 0; c < depth; ++c) {
+    const int32_t diff = input[c] - max;
+    int32_t value = -128;
+    if (diff >= DL_SOFTMAX_DIFF_MIN) {
+      const int32_t scaled = dl_doubling_high_mul(diff * (1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
+      const int32_t exp = dl_exp_on_negative(scaled);
+      value = dl_divide_by_pot(dl_doubling_high_mul(scale, exp), bits_over_unit + 31 - 8) - 128;
+      if (value > 127) value = 127;
+      if (value < -128) value = -128;
+    }
+    output[c] = (int8_t)value;
+  }
+}
+
+/* @denselab-tables@ */
+
+#ifdef DENSELAB_TRACE
+/* A hook that denselab's host check compiles in to find where two runtimes part. */
+void DENSELAB_TRACE(int layer, const int8_t *values, int32_t count);
+#endif
+
+/* Activations between layers: two buffers as wide as the widest hidden layer, used in turn. */
+static int8_t dl_activations[2][DL_WIDEST];
+
+void denselab_predict(const int8_t input[DENSELAB_INPUT_SIZE], int8_t output[DENSELAB_CLASSES]) {
+  int8_t logits[DENSELAB_CLASSES];
+  const int8_t *x = input;
+  int layer;
+  for (layer = 0; layer < DL_LAYERS; ++layer) {
+    int8_t *y = layer == DL_LAYERS - 1 ? logits : dl_activations[layer & 1];
+    dl_dense(&dl_layers[layer], x, y);
+#ifdef DENSELAB_TRACE
+    DENSELAB_TRACE(layer, y, dl_layers[layer].outputs);
+#endif
+    x = y;
+  }
+  dl_softmax(logits, output, DENSELAB_CLASSES);
+}
+
+void denselab_quantize(const uint8_t pixels[DENSELAB_INPUT_SIZE], int8_t input[DENSELAB_INPUT_SIZE]) {
+  int i;
+  for (i = 0; i < DENSELAB_INPUT_SIZE; ++i) input[i] = dl_pixel_to_input[pixels[i]];
+}
+
+int denselab_classify(const uint8_t pixels[DENSELAB_INPUT_SIZE]) {
+  int8_t input[DENSELAB_INPUT_SIZE], output[DENSELAB_CLASSES];
+  int i, top = 0;
+  denselab_quantize(pixels, input);
+  denselab_predict(input, output);
+  for (i = 1; i < DENSELAB_CLASSES; ++i) if (output[i] > output[top]) top = i;
+  return top;
+}

@@ -1,0 +1,41 @@
+"""The programs the C runtime's checks need, found on PATH or named in a one-line error.
+
+Each is a Debian package that `scripts/system-packages.sh c-runtime` installs.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from denselab.errors import BadInput
+
+# program -> the Debian packages that provide it (and what it needs to link programs)
+PACKAGES = {
+    "cc": "gcc",
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    "qemu-system-arm": "qemu-system-arm",
+}
+HOST_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
+CORTEX_M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os",
+                   "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
+
+
+def find(program: str) -> str:
+    """The path of `program`, or BadInput saying which package to install."""
+    path = shutil.which(program)
+    if path is None:
+        raise BadInput(f"{program} not found: install Debian's {PACKAGES[program]} "
+                       "(scripts/system-packages.sh c-runtime does it)")
+    return path
+
+
+def arm_tool(name: str) -> str:
+    """arm-none-eabi-<name> (size, nm), installed beside the compiler."""
+    return str(Path(find("arm-none-eabi-gcc")).with_name(f"arm-none-eabi-{name}"))
+
+
+def compile_c(command: list[str], what: str) -> None:
+    """Run a compiler; a failure is a denselab bug (the sources are generated), so it raises with the log."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building {what} failed:\n{' '.join(command)}\n{result.stderr[-4000:]}")
