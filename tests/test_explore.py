@@ -81,6 +81,18 @@ def test_report_files_with_embedded_images(explored):
     assert "| narrow | 15,910 |" in markdown
 
 
+def test_report_names_the_boards_each_variant_fits_with_the_c_runtime(explored, fashion):
+    from denselab.firmware import boards_that_fit_c
+
+    root, _ = explored
+    lines = (root / "report" / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| variant |"))
+    assert header.strip("| ").split(" | ")[-2:] == ["fits on (TFLM)", "fits on (C runtime)"]
+    narrow = next(line for line in lines if line.startswith("| narrow |")).strip("| ").split(" | ")
+    assert narrow[-1] == ", ".join(boards_that_fit_c((20,), fashion.class_names, 28 * 28 + 10))
+    assert "samd21" in narrow[-1].split(", ")
+
+
 def test_second_run_reuses_everything(explored, small_study_file, fashion_slice_dir):
     root, _ = explored
     before = stored_runs(root / "runs.sqlite")

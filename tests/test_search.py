@@ -4,6 +4,7 @@ SIGKILL, the three executors, and bad input.
 """
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -162,13 +163,43 @@ def test_the_search_runs_on_the_other_executors(kind, fashion_slice_dir, tmp_pat
     (("--flash", "0", "--ram", "32"), "--flash must be a positive number of kilobytes, got 0"),
     (("--flash", "256", "--ram", "-1"), "--ram must be a positive number of kilobytes, got -1"),
     (("--flash", "110", "--ram", "32"), "too small for any model of the search: the smallest, Dense(16,), needs"),
-    (("--target", "samd21", "--runtime", "c"), "--runtime c needs denselab's C runtime"),
+    (("--flash", "64", "--ram", "2"), "too small for any model of the search"),  # TFLM's estimated code alone is larger
+    (("--target", "samd21", "--runtime", "rust"), "unknown runtime 'rust'"),
     (("--target", "samd21", "--trials", "0"), "--trials must be at least 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(target, expected, fashion_slice_dir, tmp_path):
     result = denselab(*search_args(fashion_slice_dir, tmp_path, target=target))
     assert_one_line_error(result, expected)
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # no store, journal, model or report
+
+
+def test_the_c_runtime_reaches_a_budget_tflm_cannot(fashion_slice_dir, tmp_path):
+    """64 KB of flash and 2 KB of RAM: too small for TFLM (refused above), enough for the C runtime."""
+    result = denselab(*search_args(fashion_slice_dir, tmp_path, "--runtime", "c",
+                                   target=("--flash", "64", "--ram", "2")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = json.loads(result.stdout)
+    assert result["target"]["runtime"] == "c" and not result["target"]["runtime_flash_is_estimate"]
+    assert result["pareto"] and result["best"]["winner"]
+    for finalist in result["pareto"]:
+        c = finalist["c"]
+        assert finalist["fits"] and c["flash_bytes"] <= 64 * 1024 and c["ram_bytes"] + 784 + 10 <= 2 * 1024
+        assert c["host_identical_to_tflm"] and c["host_images"] == 1000 and c["qemu_identical"]
+        assert sorted(Path(path).name for path in c["files"]) == ["denselab_model.c", "denselab_model.h", "main.c"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "C runtime of the winner" in report
+
+
+def test_a_search_for_the_c_runtime_without_qemu_says_what_to_install(fashion_slice_dir, tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for program in ("cc", "arm-none-eabi-gcc"):
+        (tools / program).symlink_to(shutil.which(program))
+    root = tmp_path / "search"
+    root.mkdir()
+    result = denselab(*search_args(fashion_slice_dir, root, "--runtime", "c"), env={"PATH": str(tools)})
+    assert_one_line_error(result, "qemu-system-arm not found", "install Debian's qemu-system-arm")
+    assert sorted(path.name for path in root.iterdir()) == []
 
 
 def test_a_journal_of_another_kind_is_refused(fashion_slice_dir, tmp_path):

@@ -303,6 +303,16 @@ def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int) -> list[s
     return [key for key in boards if board_fit(key, model_bytes, arena_bytes, io_bytes).fits]
 
 
+def boards_that_fit_c(hidden_units: tuple[int, ...], class_names: tuple[str, ...], io_bytes: int) -> list[str]:
+    """Boards whose flash holds the C runtime of this architecture and whose RAM holds its
+    activations, stack, input and output (denselab.deploy.c_footprint's bounds)."""
+    from denselab.deploy.c_footprint import c_flash_bytes, c_ram_bytes
+
+    boards, _ = load_boards()
+    flash, ram = c_flash_bytes(hidden_units, class_names), c_ram_bytes(hidden_units) + io_bytes
+    return [key for key, board in boards.items() if flash <= board.flash_bytes and ram <= board.ram_bytes]
+
+
 def io_bytes(dataset) -> int:
     """RAM an application holds besides the arena: one int8 input image and one int8 output."""
     return IMAGE_SIDE * IMAGE_SIDE + len(dataset.class_names)

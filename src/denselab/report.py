@@ -17,6 +17,7 @@ import numpy as np
 from denselab import plots
 from denselab.data import Dataset
 from denselab.findings import Finding, VariantSummary, answer_questions, summarize_variants
+from denselab.firmware import boards_that_fit_c, io_bytes
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.model import load_model
 from denselab.predict import DensePredictor
@@ -40,9 +41,11 @@ class Report:
     figures: list[Figure]
     failed: list[dict]
     environment: str
-    # Variant name -> (int8 .tflite bytes, boards it fits) of its first seed's run, or None
-    # for runs stored before deployment figures were measured (schema 1).
+    # Variant name -> (int8 .tflite bytes, boards it fits with TFLM) of its first seed's run,
+    # or None for runs stored before deployment figures were measured (schema 1).
     deployment: dict[str, tuple[int, list[str]] | None]
+    # Variant name -> boards it fits with denselab's C runtime, from its layer sizes.
+    c_boards: dict[str, list[str]]
 
     @property
     def best(self) -> VariantSummary:
@@ -84,7 +87,9 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     for summary in summaries:
         first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
         deployment[summary.name] = None if first.get("int8_bytes") is None else (first["int8_bytes"], first["boards"])
-    return Report(study, summaries, findings, figures, failed or [], environment, deployment)
+    c_boards = {variant.name: boards_that_fit_c(variant.spec.hidden_units, dataset.class_names, io_bytes(dataset))
+                for variant in study.variants if variant.name in deployment}
+    return Report(study, summaries, findings, figures, failed or [], environment, deployment, c_boards)
 
 
 def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
@@ -112,7 +117,13 @@ def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
 # --- rendering -------------------------------------------------------------------------
 
 TABLE_HEADER = ("variant", "params", "train acc.", "test acc.", "test loss", "epochs", "s/epoch", "seeds")
-DEPLOYMENT_HEADER = ("int8 bytes", "fits on")
+DEPLOYMENT_HEADER = ("int8 bytes", "fits on (TFLM)", "fits on (C runtime)")
+DEPLOYMENT_NOTE = (
+    "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed; fits on (TFLM): the boards "
+    "of boards.toml whose flash holds it with the TFLM runtime (its code estimated) and whose RAM holds its "
+    "measured arena; fits on (C runtime): with denselab's C runtime (denselab export --runtime c), whose flash "
+    "and RAM follow from the layer sizes (bounds checked against Cortex-M4 builds)."
+)
 
 
 def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
@@ -127,11 +138,12 @@ def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
 def _rows_with_deployment(report: Report) -> list[tuple[str, ...]]:
     rows = []
     for row, summary in zip(summary_rows(report.summaries), report.summaries):
+        c_boards = ", ".join(report.c_boards[summary.name]) or "none listed"
         if report.deployment[summary.name] is None:
-            rows.append(row + ("-", "not measured (run stored by an older denselab)"))
+            rows.append(row + ("-", "not measured (run stored by an older denselab)", c_boards))
             continue
         size, boards = report.deployment[summary.name]
-        rows.append(row + (f"{size:,}", ", ".join(boards) or "none listed"))
+        rows.append(row + (f"{size:,}", ", ".join(boards) or "none listed", c_boards))
     return rows
 
 
@@ -146,9 +158,7 @@ def _markdown(report: Report) -> str:
     lines += ["## Variants (mean ± std over seeds)", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows_with_deployment(report)]
-    lines += ["", "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed; "
-              "fits on: the boards of boards.toml whose flash holds it with the TFLM runtime and whose "
-              "RAM holds its measured arena.", "",
+    lines += ["", DEPLOYMENT_NOTE, "",
               *[f"- **{s.name}**: {s.reason}" for s in report.summaries], ""]
     if report.failed:
         lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
@@ -180,7 +190,7 @@ def _html(report: Report) -> str:
     parts += [f"<th>{e(cell)}</th>" for cell in TABLE_HEADER + DEPLOYMENT_HEADER] + ["</tr>"]
     for row in _rows_with_deployment(report):
         parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
-    parts.append("</table><ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
+    parts.append(f"</table><p>{e(DEPLOYMENT_NOTE)}</p><ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
     if report.failed:
         parts.append("<h2>Failed runs</h2><ul>" + "".join(
             f"<li>{e(run['variant'])} seed {run['seed']}: {e(run['error'].splitlines()[0])}</li>" for run in report.failed

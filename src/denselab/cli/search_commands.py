@@ -18,7 +18,8 @@ def search(
     target: Annotated[Optional[str], typer.Option(help="A board of boards.toml (e.g. nano33ble, samd21).")] = None,
     flash: Annotated[Optional[float], typer.Option(help="A custom budget instead of --target: flash in KB.")] = None,
     ram: Annotated[Optional[float], typer.Option(help="A custom budget instead of --target: RAM in KB.")] = None,
-    runtime: Annotated[str, typer.Option(help="tflm (TensorFlow Lite Micro); c is not built yet.")] = "tflm",
+    runtime: Annotated[str, typer.Option(help="tflm (TensorFlow Lite Micro) or c (denselab's C runtime: "
+                                                  "smaller, and its flash and RAM measured).")] = "tflm",
     trials: Annotated[int, typer.Option(help="Proposals trained in the first rung.")] = 30,
     time_budget: Annotated[Optional[float], typer.Option(help="Minutes after which no new trial starts.")] = None,
     epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = 18,

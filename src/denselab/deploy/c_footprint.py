@@ -18,12 +18,17 @@ FIXED_FLASH_BYTES = 1_200
 STACK_BYTES = 112  # one denselab_predict call: 88-96 bytes measured
 
 
-def c_flash_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784) -> int:
-    """Flash the C runtime takes for this architecture: its tables and code, an upper bound."""
+def c_model_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784) -> int:
+    """Flash of what depends on the model: its layers' tables and the class names' text."""
     sizes = [inputs, *hidden_units, len(class_names)]
     tables = sum(fan_in * fan_out + PER_OUTPUT_BYTES * fan_out + PER_LAYER_BYTES
                  for fan_in, fan_out in zip(sizes, sizes[1:]))
-    return tables + FIXED_FLASH_BYTES + sum(len(name.encode()) + 1 for name in class_names)
+    return tables + sum(len(name.encode()) + 1 for name in class_names)
+
+
+def c_flash_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784) -> int:
+    """Flash the C runtime takes for this architecture: its tables and code, an upper bound."""
+    return c_model_bytes(hidden_units, class_names, inputs) + FIXED_FLASH_BYTES
 
 
 def c_ram_bytes(hidden_units: tuple[int, ...]) -> int:

@@ -3,7 +3,9 @@
 Only now is the test set read, once: each finalist is trained again on all training images
 with several seeds (through the run engine, so it resumes like everything else), its first
 seed's model is exported to int8, scored with LiteRT on the test set, run under TensorFlow
-Lite Micro, and written out as a study file that `denselab explore --study` reproduces.
+Lite Micro, and written out as a study file that `denselab explore --study` reproduces. For
+the C runtime, each finalist also becomes C sources checked three ways
+(denselab.deploy.c_export), and fits the board on the measured flash and RAM.
 """
 
 import statistics
@@ -35,8 +37,9 @@ class Finalist:
     tflite_path: Path
     test_accuracy_int8: float  # of the file at tflite_path, scored with LiteRT's default kernels
     tflm: dict  # check_under_tflm on the first TFLM_IMAGES test images
-    fits: bool  # with the arena TFLM really needed
+    fits: bool  # with the arena TFLM really needed, or the C runtime's measured flash and RAM
     study_path: Path
+    c: dict | None = None  # the C runtime's export and checks, for --runtime c
 
     def as_dict(self) -> dict:
         accuracies = [run["int8_accuracy"] for run in self.runs]
@@ -50,7 +53,7 @@ class Finalist:
             "seeds": len(self.runs), "int8_bytes": self.runs[0]["int8_bytes"], "arena_bytes": self.tflm["arena_bytes"],
             "macs": space.variant_of(self.trial.params, 1, self.name).spec.macs(), "fits": self.fits,
             "tflm": self.tflm, "model_path": self.runs[0]["model_path"], "tflite_path": str(self.tflite_path),
-            "study_path": str(self.study_path),
+            "study_path": str(self.study_path), "c": self.c,
         }
 
 
@@ -89,13 +92,19 @@ def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> F
     predicted = LiteRTClassifier(model_bytes, normalization).probabilities(full.test_images).argmax(axis=1)
     count = min(TFLM_IMAGES, len(full.test_labels))
     tflm = check_under_tflm(model_bytes, full.test_images[:count], full.test_labels[:count], normalization).as_dict()
-    fits = target.fits(len(model_bytes), tflm["arena_bytes"])
+    fits, c = target.fits(len(model_bytes), tflm["arena_bytes"]), None
+    if target.runtime == "c":
+        from denselab.deploy.c_export import export_c_runtime
+
+        c = export_c_runtime(model_bytes, str(tflite_path), full, normalization, folder / f"{name}_c", name)
+        fits = c["flash_bytes"] <= target.flash_bytes and c["ram_bytes"] + IO_BYTES <= target.ram_bytes
     study_text = study_toml(f"search-{name}", f"Reproduces search trial {name}, trained on all training images "
                             f"({'the winner' if winner else 'a Pareto point'} for {target.name}).", seeds, variant)
     study_path = write_bytes_atomically(folder / f"{name}.study.toml", study_text.encode())
     return Finalist(trial, name, winner, runs, tflite_path, float((predicted == full.test_labels).mean()), tflm,
-                    fits, study_path)
+                    fits, study_path, c)
 
 
 def ram_needed(finalist: Finalist) -> int:
-    return finalist.tflm["arena_bytes"] + IO_BYTES
+    working = finalist.c["ram_bytes"] if finalist.c else finalist.tflm["arena_bytes"]
+    return working + IO_BYTES

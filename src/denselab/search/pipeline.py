@@ -17,7 +17,7 @@ from denselab.search.report import SearchReport, write_search_report
 from denselab.export import calibration_images
 from denselab.search.run import SearchSettings, pareto_front, require_room, run_search, search_name
 from denselab.search.split import split_for_search
-from denselab.search.target import Footprints, Target
+from denselab.search.target import Target, footprints_for
 
 FINAL_SEEDS = 3
 MAX_FINALISTS = 5  # the winner and up to four more Pareto points, the most accurate first
@@ -46,8 +46,14 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
     started = time.monotonic()
     name = search_name(target, settings)
     trial_data, split = split_for_search(training, settings.validation)
-    footprints = Footprints(calibration_images(trial_data))
+    footprints = footprints_for(target, calibration_images(trial_data), training.class_names)
     require_room(target, footprints)  # before anything is written
+    if target.runtime == "c":  # the finalists' checks need the compilers and QEMU: say so now, not after hours
+        from denselab.deploy import toolchain
+        from denselab.deploy.c_export import CHECK_PROGRAMS
+
+        for program in CHECK_PROGRAMS:
+            toolchain.find(program)
     with RunStore(db) as store:
         trials, importances = run_search(target, settings, trial_data, split, footprints, store, journal_path(db),
                                          models_dir, executor, batch, on_progress, task)

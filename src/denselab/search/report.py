@@ -85,7 +85,9 @@ def _summary_lines(report: SearchReport) -> list[str]:
     s, t = report.settings, report.target
     lines = [
         f"Target: {t.name}: {t.flash_bytes:,} bytes of flash, {t.ram_bytes:,} bytes of RAM, runtime {t.runtime} "
-        f"(its code estimated at {t.runtime_flash_bytes:,} bytes of flash).",
+        + (f"(its code estimated at {t.runtime_flash_bytes:,} bytes of flash)." if t.runtime == "tflm" else
+           f"(denselab's C runtime: its code at most {t.runtime_flash_bytes:,} bytes of flash, measured; a trial's "
+           "model bytes and RAM are its tables and its activations and stack, from the layer sizes)."),
         f"Settings: {s.trials} trials, up to {s.epochs_max} epochs (rungs of {', '.join(map(str, s.rungs()))}), "
         f"seed {s.seed}" + (f", time budget {s.time_budget_minutes:g} min" if s.time_budget_minutes else "")
         + f"; wall time {report.seconds / 60:.1f} min.",
@@ -104,6 +106,14 @@ def _summary_lines(report: SearchReport) -> list[str]:
             f"{w['arena_bytes']:,} bytes under TFLM, which agreed with LiteRT's reference kernels on the top class of "
             f"{w['tflm']['top_class_agreement']:.1%} of {w['tflm']['images']} test images; "
             f"{'fits' if w['fits'] else 'does NOT fit'} {t.name}.")
+        if w["c"]:
+            c = w["c"]
+            lines.append(
+                f"C runtime of the winner: {c['flash_bytes']:,} bytes of flash and {c['ram_bytes']:,} bytes of RAM on a "
+                f"Cortex-M4 (measured from the linker map and the stack); outputs "
+                f"{'identical to' if c['host_identical_to_tflm'] else 'DIFFERENT from'} TFLM's on "
+                f"{c['host_images']:,} test images, and under QEMU {'identical to' if c['qemu_identical'] else 'DIFFERENT from'} "
+                f"the host's on {c['qemu_images']}; {c['instructions_per_inference']:,} instructions per inference.")
     return lines
 
 

@@ -1,11 +1,13 @@
 """What a board holds, and whether an architecture fits it before anything is trained.
 
-Flash must hold the int8 model plus the runtime's code; RAM must hold the TFLM arena plus
-one int8 input image and one int8 output. The int8 size and the arena depend on the
-architecture (the layer shapes), not on the trained values, so they are measured on an
-untrained model of the same shape (with nonzero biases, as trained ones have) and reused
-for every trial of it: the size agrees with the trained model's to a few bytes (8 of
-699 928 seen), the arena exactly. The finalists' own figures are measured again.
+Flash must hold the int8 model plus the runtime's code; RAM must hold the runtime's working
+memory (TFLM's arena, or the C runtime's activations and stack) plus one int8 input image
+and one int8 output. With the C runtime both follow from the layer sizes
+(denselab.deploy.c_footprint, bounds checked against Cortex-M4 builds). For TFLM, the
+int8 size and the arena depend on the architecture (the layer shapes), not on the
+trained values, so they are measured on an untrained model of the same shape (with
+nonzero biases, as trained ones have) and reused for every trial of it: the size agrees
+with the trained model's to a few bytes (8 of 699 928 seen), the arena exactly. The finalists' own figures are measured again.
 """
 
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from denselab.data import IMAGE_SIDE, NUM_CLASSES
+from denselab.deploy.c_footprint import FIXED_FLASH_BYTES, c_model_bytes, c_ram_bytes
 from denselab.errors import BadInput
 from denselab.firmware import load_boards
 
@@ -28,7 +31,7 @@ class Target:
     flash_bytes: int
     ram_bytes: int
     runtime: str
-    runtime_flash_bytes: int  # the runtime's code, an estimate for TFLM
+    runtime_flash_bytes: int  # the runtime's code: an estimate for TFLM, a measured bound for the C runtime
 
     @property
     def model_flash_limit(self) -> int:
@@ -53,9 +56,8 @@ def resolve_target(board: str | None, flash_kb: float | None, ram_kb: float | No
     """A board of boards.toml (`board`), or a custom budget of `flash_kb` and `ram_kb` kilobytes."""
     if runtime not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "c":
-        raise BadInput("--runtime c needs denselab's C runtime, which does not exist yet; use --runtime tflm")
-    boards, runtime_flash = load_boards()
+    boards, tflm_flash = load_boards()
+    runtime_flash = tflm_flash if runtime == "tflm" else FIXED_FLASH_BYTES
     if board is not None and (flash_kb is not None or ram_kb is not None):
         raise BadInput("give either --target BOARD or a custom budget (--flash KB --ram KB), not both")
     if board is not None:
@@ -98,3 +100,18 @@ class Footprints:
             layer.set_weights([kernel, np.full_like(bias, BIAS_FOR_MEASURING)])
         model_bytes = convert(model, "int8", self.calibration_images)
         return len(model_bytes), arena_for_shapes(model_bytes)
+
+
+class CFootprints:
+    """The C runtime's model flash and working RAM of architectures, computed from the layer sizes."""
+
+    def __init__(self, class_names: tuple[str, ...]):
+        self.class_names = class_names
+
+    def __call__(self, hidden_units: tuple[int, ...]) -> tuple[int, int]:
+        return c_model_bytes(hidden_units, self.class_names), c_ram_bytes(hidden_units)
+
+
+def footprints_for(target: Target, calibration_images, class_names: tuple[str, ...]):
+    """What sizes an architecture for the target's runtime: Footprints (TFLM) or CFootprints."""
+    return CFootprints(class_names) if target.runtime == "c" else Footprints(calibration_images)
