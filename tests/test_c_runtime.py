@@ -53,7 +53,8 @@ def test_identical_to_tflm_on_every_test_image_on_the_host_and_under_qemu(which,
     report, out = request.getfixturevalue(which)
     c = report["c"]
     assert c["checked"] and c["host_images"] == 10_000
-    assert c["host_identical_to_tflm"] and c["host_differing_images"] == 0 and c["first_differences"] == []
+    assert c["host_identical_to_tflm"] and c["host_differing_images"] == 0
+    assert c["differing_images"] == [] and c["first_differences"] == []
     assert c["top1_agreement"] == 1.0
     assert c["qemu_images"] == 100 and c["qemu_identical"] and c["qemu_classify_agrees"]
     # The C runtime's accuracy is the int8 model's, which LiteRT scores the same way.
@@ -140,6 +141,8 @@ def test_a_wrong_number_is_caught_and_located(dense20_export, fashion, tmp_path)
     check = check_on_host(tmp_path, model_bytes, classifier, inputs, fashion.test_labels[:300])
     assert not check.identical and check.differing_images > 0
     assert check.first_differences and all(d["layer"] == 1 for d in check.first_differences)
+    assert [d["image"] for d in check.first_differences] == check.differing[:len(check.first_differences)]
+    assert len(check.differing) == check.differing_images
 
 
 def synthetic(hidden_units: tuple[int, ...], seed: int = 0) -> QuantizedClassifier:

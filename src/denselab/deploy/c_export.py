@@ -78,6 +78,7 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
         "host_images": host.images,
         "host_identical_to_tflm": host.identical,
         "host_differing_images": host.differing_images,
+        "differing_images": host.differing,  # every index; the first ten with the layer where they part
         "first_differences": host.first_differences,
         "top1_agreement": host.top1_agreement,
         "host_accuracy": host.accuracy,

@@ -45,6 +45,7 @@ class HostCheck:
     top1_agreement: float  # images whose top class equals TFLM's
     accuracy: float
     outputs: np.ndarray = field(repr=False)  # the C runtime's int8 outputs, (images, classes)
+    differing: list[int] = field(default_factory=list)  # the index of every image whose outputs differ
     first_differences: list[dict] = field(default_factory=list)  # {"image", "layer", "largest_difference"}
 
     @property
@@ -101,7 +102,8 @@ def check_on_host(sources: Path, model_bytes: bytes, classifier: QuantizedClassi
     return HostCheck(
         images=len(inputs), differing_images=len(differing),
         top1_agreement=float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean()),
-        accuracy=float((ours.argmax(axis=1) == labels).mean()), outputs=ours, first_differences=described,
+        accuracy=float((ours.argmax(axis=1) == labels).mean()), outputs=ours,
+        differing=[int(index) for index in differing], first_differences=described,
     )
 
 
