@@ -137,8 +137,8 @@ def test_a_wrong_number_is_caught_and_located(dense20_export, fashion, tmp_path)
     start = source.index("dl_bias_1[10] = {\n  ") + len("dl_bias_1[10] = {\n  ")
     first = source[start:source.index(",", start)]
     (tmp_path / SOURCE).write_text(source[:start] + str(int(first) + 5000) + source[source.index(",", start):])
-    inputs = pixel_table(classifier, "scale")[fashion.test_images[:300].reshape(300, -1)]
-    check = check_on_host(tmp_path, model_bytes, classifier, inputs, fashion.test_labels[:300])
+    pixels = fashion.test_images[:300].reshape(300, -1)
+    check = check_on_host(tmp_path, model_bytes, classifier, pixels, fashion.test_labels[:300], "scale")
     assert not check.identical and check.differing_images > 0
     assert check.first_differences and all(d["layer"] == 1 for d in check.first_differences)
     assert [d["image"] for d in check.first_differences] == check.differing[:len(check.first_differences)]
@@ -193,6 +193,51 @@ def test_quantize_multiplier_rounds_halves_away_from_zero():
     # 0.5 + 2**-32: q_fixed = 2**30 + 0.5 exactly, which std::round takes up and Python's round would not.
     multiplier, shift = quantize_multiplier(0.5 + 2.0 ** -32)
     assert (multiplier, shift) == ((1 << 30) + 1, 0)
+
+
+def float_input_int8_model(model, images) -> bytes:
+    """`model` as the converter makes it with float input and int8 output: a leading QUANTIZE op."""
+    from denselab.data import normalize
+    from denselab.export import _quiet_tensorflow
+
+    tf = _quiet_tensorflow()
+    layers = [(tf.constant(kernel), tf.constant(bias)) for kernel, bias in
+              (layer.get_weights() for layer in model.layers if layer.weights)]
+
+    class Classifier(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 28, 28], tf.float32)])
+        def serve(self, x):
+            hidden = tf.reshape(x, [1, 784])
+            for kernel, bias in layers[:-1]:
+                hidden = tf.nn.relu(tf.matmul(hidden, kernel) + bias)
+            return tf.nn.softmax(tf.matmul(hidden, layers[-1][0]) + layers[-1][1])
+
+    with tempfile.TemporaryDirectory() as folder:
+        module = Classifier()
+        tf.saved_model.save(module, folder, signatures=module.serve)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in normalize(images))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_output_type = tf.int8  # the input stays float32
+        return bytes(converter.convert())
+
+
+def test_a_model_that_quantizes_its_own_input_runs_the_same(trained_dir, fashion, tmp_path):
+    """The converter's float-input variant (QUANTIZE first): the C runtime quantizes as that op does."""
+    from denselab.train import load_trained_model
+
+    model_bytes = float_input_int8_model(load_trained_model(trained_dir / "model.keras").model,
+                                         calibration_images(fashion, 100))
+    path = tmp_path / "float_input.tflite"
+    path.write_bytes(model_bytes)
+    classifier = read_quantized_classifier(model_bytes, path)
+    assert classifier.float_input
+    for name, text in c_sources(classifier, fashion.class_names, "scale", "float_input").items():
+        (tmp_path / name).write_text(text)
+    pixels = fashion.test_images.reshape(len(fashion.test_images), -1)
+    check = check_on_host(tmp_path, model_bytes, classifier, pixels, fashion.test_labels, "scale")
+    assert check.identical and check.images == 10_000, check.first_differences
 
 
 # --- refused input: one line, exit 2, no files --------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.c_source import c_sources, pixel_table
+from denselab.deploy.c_source import c_sources
 from denselab.deploy.cortex_m import INSTRUCTIONS_PER_TICK, QEMU_IMAGES, check_on_cortex_m4
 from denselab.deploy.host_check import check_on_host
 from denselab.deploy.quantized import read_quantized_classifier
@@ -67,8 +67,7 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
 
     count = len(dataset.test_images) if host_images is None else min(host_images, len(dataset.test_images))
     pixels = dataset.test_images[:count].reshape(count, -1)
-    inputs = pixel_table(classifier, normalization)[pixels]
-    host = check_on_host(sources, model_bytes, classifier, inputs, dataset.test_labels[:count])
+    host = check_on_host(sources, model_bytes, classifier, pixels, dataset.test_labels[:count], normalization)
     on_device = min(qemu_images, count)
     footprint, emulated = check_on_cortex_m4(sources, pixels[:on_device])
     boards, _ = load_boards()

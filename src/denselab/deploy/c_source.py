@@ -18,9 +18,16 @@ TABLES_MARK = "/* @denselab-tables@ */"
 
 
 def pixel_table(classifier: QuantizedClassifier, normalization: str) -> np.ndarray:
-    """The int8 input for each pixel value 0-255, computed as LiteRTClassifier.quantize_input computes it."""
+    """The int8 input for each pixel value 0-255.
+
+    For an int8-input model, computed as LiteRTClassifier.quantize_input computes it (NumPy's
+    rounding, halves to even); for a model that quantizes float inputs itself, as its
+    QUANTIZE op does under TFLM (float32 division, halves away from zero).
+    """
     values = normalize(np.arange(256, dtype=np.uint8), normalization)
-    return np.clip(np.round(values / classifier.input_scale + classifier.input_zero_point), -128, 127).astype(np.int8)
+    scaled = values / np.float32(classifier.input_scale)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) if classifier.float_input else np.round(scaled)
+    return np.clip(rounded + classifier.input_zero_point, -128, 127).astype(np.int8)
 
 
 def c_sources(classifier: QuantizedClassifier, class_names: tuple[str, ...], normalization: str,

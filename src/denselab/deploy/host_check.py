@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.c_source import HEADER, SOURCE
+from denselab.data import normalize
+from denselab.deploy.c_source import SOURCE, pixel_table
 from denselab.deploy.quantized import QuantizedClassifier
 from denselab.export import c_output_silenced
 
@@ -73,7 +74,7 @@ def run_host(binary: Path, inputs: np.ndarray) -> np.ndarray:
 
 
 def tflm_outputs(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
-    """TFLM's int8 output for each int8 input, shape (n, classes)."""
+    """TFLM's int8 output for each input (int8, or float for a model that quantizes its input), (n, classes)."""
     from denselab.firmware import tflm_interpreter
 
     interpreter = tflm_interpreter(model_bytes)
@@ -86,19 +87,27 @@ def tflm_outputs(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
-def check_on_host(sources: Path, model_bytes: bytes, classifier: QuantizedClassifier, inputs: np.ndarray,
-                  labels: np.ndarray) -> HostCheck:
-    """Build `sources` for the host, run every input through it and through TFLM, and compare."""
+def check_on_host(sources: Path, model_bytes: bytes, classifier: QuantizedClassifier, pixels: np.ndarray,
+                  labels: np.ndarray, normalization: str) -> HostCheck:
+    """Build `sources` for the host, run every image through it and through TFLM, and compare.
+
+    Args:
+        pixels: uint8 images, (n, 784). The C runtime gets them quantized by its own pixel
+            table; TFLM gets the same int8 numbers, or, for a model that quantizes its input
+            itself, the normalized floats.
+    """
+    inputs = pixel_table(classifier, normalization)[pixels]
+    tflm_inputs = normalize(pixels, normalization) if classifier.float_input else inputs
     with tempfile.TemporaryDirectory(prefix="denselab-host-") as folder:
         binary = build_host(sources, Path(folder) / "denselab_host")
         ours = run_host(binary, inputs)
-        theirs = tflm_outputs(model_bytes, inputs)
+        theirs = tflm_outputs(model_bytes, tflm_inputs)
         differing = np.flatnonzero((ours != theirs).any(axis=1))
         described = []
         if len(differing):
             traced = build_host(sources, Path(folder) / "denselab_trace", trace=True)
-            described = [first_difference(traced, model_bytes, classifier, inputs[index], int(index))
-                         for index in differing[:DIFFERENCES_LISTED]]
+            described = [first_difference(traced, model_bytes, classifier, inputs[index], tflm_inputs[index],
+                                          int(index)) for index in differing[:DIFFERENCES_LISTED]]
     return HostCheck(
         images=len(inputs), differing_images=len(differing),
         top1_agreement=float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean()),
@@ -108,7 +117,7 @@ def check_on_host(sources: Path, model_bytes: bytes, classifier: QuantizedClassi
 
 
 def first_difference(traced: Path, model_bytes: bytes, classifier: QuantizedClassifier, row: np.ndarray,
-                     index: int) -> dict:
+                     tflm_row: np.ndarray, index: int) -> dict:
     """The first layer (0-based; len(layers) means SOFTMAX) where the C runtime and TFLM differ for one input."""
     import tflite_micro
 
@@ -117,7 +126,7 @@ def first_difference(traced: Path, model_bytes: bytes, classifier: QuantizedClas
     with c_output_silenced():
         interpreter = tflite_micro.runtime.Interpreter.from_bytes(
             model_bytes, intrepreter_config=tflite_micro.runtime.InterpreterConfig.kPreserveAllTensors)
-    interpreter.set_input(row.reshape(tuple(interpreter.get_input_details(0)["shape"])), 0)
+    interpreter.set_input(tflm_row.reshape(tuple(interpreter.get_input_details(0)["shape"])), 0)
     interpreter.invoke()
     start = 0
     for layer_index, (layer, width) in enumerate(zip(classifier.layers, widths)):

@@ -67,6 +67,7 @@ class QuantizedClassifier:
     output_scale: float
     output_zero_point: int
     input_size: int
+    float_input: bool = False  # the model takes floats and quantizes them first (a leading QUANTIZE op)
 
     @property
     def hidden_units(self) -> tuple[int, ...]:
@@ -132,6 +133,8 @@ def _read(model, source) -> QuantizedClassifier:
         raise BadInput(f"{source} is a float export; the C runtime needs the full-integer int8 export "
                        "(denselab export MODEL --quantize int8)")
     leading_quantize = operators[0][0] == QUANTIZE
+    if leading_quantize and tensors[graph.inputs[0]].type != FLOAT32:
+        raise BadInput(f"{source} starts with a QUANTIZE op that does not take floats")
     if tensors[graph.inputs[0]].type != INT8 and not leading_quantize or tensors[graph.outputs[0]].type != INT8:
         raise BadInput(f"{source} does not take and give int8 tensors; the C runtime needs the full-integer int8 "
                        "export (denselab export MODEL --quantize int8)")
@@ -150,7 +153,7 @@ def _read(model, source) -> QuantizedClassifier:
     output = tensors[graph.outputs[0]]
     classifier = QuantizedClassifier(
         tuple(layers), softmax, _scale(first_input), _zero_point(first_input), _scale(output), _zero_point(output),
-        int(layers[0].weights.shape[1]),
+        int(layers[0].weights.shape[1]), leading_quantize,
     )
     _check_numbers(classifier, source)
     return classifier
