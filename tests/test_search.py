@@ -166,6 +166,7 @@ def test_the_search_runs_on_the_other_executors(kind, fashion_slice_dir, tmp_pat
     (("--flash", "64", "--ram", "2"), "too small for any model of the search"),  # TFLM's estimated code alone is larger
     (("--target", "samd21", "--runtime", "rust"), "unknown runtime 'rust'"),
     (("--target", "samd21", "--trials", "0"), "--trials must be at least 1, got 0"),
+    (("--target", "samd21", "--finalists", "0"), "--finalists must be at least 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(target, expected, fashion_slice_dir, tmp_path):
     result = denselab(*search_args(fashion_slice_dir, tmp_path, target=target))
@@ -175,12 +176,12 @@ def test_bad_input_is_one_line_and_leaves_nothing(target, expected, fashion_slic
 
 def test_the_c_runtime_reaches_a_budget_tflm_cannot(fashion_slice_dir, tmp_path):
     """64 KB of flash and 2 KB of RAM: too small for TFLM (refused above), enough for the C runtime."""
-    result = denselab(*search_args(fashion_slice_dir, tmp_path, "--runtime", "c",
+    result = denselab(*search_args(fashion_slice_dir, tmp_path, "--runtime", "c", "--finalists", "1",
                                    target=("--flash", "64", "--ram", "2")))
     assert result.returncode == 0, result.stderr[-3000:]
     result = json.loads(result.stdout)
     assert result["target"]["runtime"] == "c" and not result["target"]["runtime_flash_is_estimate"]
-    assert result["pareto"] and result["best"]["winner"]
+    assert result["pareto"] == [result["best"]] and result["best"]["winner"]  # --finalists 1: the winner alone
     for finalist in result["pareto"]:
         c = finalist["c"]
         assert finalist["fits"] and c["flash_bytes"] <= 64 * 1024 and c["ram_bytes"] + 784 + 10 <= 2 * 1024

@@ -11,6 +11,7 @@ from rich.table import Table
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
 from denselab.cli.study_commands import DEFAULT_DB, DbOption
 from denselab.errors import BadInput
+from denselab.search import MAX_FINALISTS
 
 
 @app.command()
@@ -25,6 +26,8 @@ def search(
     epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = 18,
     seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = 0,
     validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = 10_000,
+    finalists: Annotated[int, typer.Option(help="Pareto points retrained with 3 seeds and checked, the most "
+                                           "accurate first (1: the winner alone).")] = MAX_FINALISTS,
     executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
     workers: Annotated[int, typer.Option(help="Trials trained at once: local Ray processes, or proposals per batch "
                                          "with --executor ray.")] = 1,
@@ -48,6 +51,8 @@ def search(
     from denselab.search.run import SearchSettings
     from denselab.search.target import resolve_target
 
+    if finalists < 1:
+        raise BadInput(f"--finalists must be at least 1, got {finalists}")
     chosen_target = resolve_target(target, flash, ram, runtime)
     settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
     chosen = choose_executor(executor, workers, ray_address)
@@ -61,7 +66,7 @@ def search(
     try:
         with _SearchProgress() as on_progress:
             result = run_whole_search(chosen_target, settings, training, load_test, db, models_dir, out, chosen,
-                                      batch=max(workers, 1), on_progress=on_progress)
+                                      batch=max(workers, 1), on_progress=on_progress, max_finalists=finalists)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished trials are stored; run the same command again to continue")
         raise typer.Exit(130)

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 from denselab.data import Dataset, find_dataset, load_split
+from denselab.errors import BadInput
 from denselab.runs.engine import train_run
 from denselab.runs.store import RunStore
+from denselab.search import MAX_FINALISTS
 from denselab.search.finalists import retrain_finalists
 from denselab.search.report import SearchReport, write_search_report
 from denselab.export import calibration_images
@@ -20,7 +22,6 @@ from denselab.search.split import split_for_search
 from denselab.search.target import Target, footprints_for
 
 FINAL_SEEDS = 3
-MAX_FINALISTS = 5  # the winner and up to four more Pareto points, the most accurate first
 
 
 def load_training_only(name: str, data_dir: Path | None) -> tuple[Dataset, Callable[[], tuple]]:
@@ -41,8 +42,15 @@ def journal_path(db: Path) -> Path:
 
 def search(target: Target, settings: SearchSettings, training: Dataset, load_test: Callable[[], tuple],
            db: Path, models_dir: Path, out_dir: Path, executor, batch: int = 1, on_progress=None,
-           task=train_run) -> dict:
-    """Run (or resume) a search, retrain and check its finalists, write its report; what --json prints."""
+           task=train_run, max_finalists: int = MAX_FINALISTS) -> dict:
+    """Run (or resume) a search, retrain and check its finalists, write its report; what --json prints.
+
+    Args:
+        max_finalists: the winner and at most this many minus one more Pareto points, the most
+            accurate first, are retrained with FINAL_SEEDS seeds; 1 retrains the winner alone.
+    """
+    if not isinstance(max_finalists, int) or max_finalists < 1:
+        raise BadInput(f"--finalists must be at least 1, got {max_finalists}")
     started = time.monotonic()
     name = search_name(target, settings)
     trial_data, split = split_for_search(training, settings.validation)
@@ -61,7 +69,7 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
         if not front:
             raise RuntimeError("no trial finished training; see `denselab runs list` for the failures")
         winner = front[-1]  # the most accurate at the highest rung reached
-        chosen = sorted(front, key=lambda trial: -trial.accuracy)[:MAX_FINALISTS]
+        chosen = sorted(front, key=lambda trial: -trial.accuracy)[:max_finalists]
         if on_progress:
             from denselab.search.run import Progress
 
