@@ -27,7 +27,7 @@ def export(
     check: Annotated[bool, typer.Option(
         help="Check the C runtime: host build against TFLM, Cortex-M4 build, QEMU run.")] = True,
     host_images: Annotated[Optional[int], typer.Option(help="Test images the host check compares [all].")] = None,
-    qemu_images: Annotated[int, typer.Option(help="Test images run on the emulated Cortex-M4.")] = 100,
+    qemu_images: Annotated[Optional[int], typer.Option(help="Test images run on the emulated Cortex-M4 [100].")] = None,
     normalization: Annotated[str, typer.Option(
         help="For a .tflite MODEL: scale (pixels/255, as denselab exports) or none.")] = "scale",
     data_dir: DataDirOption = None,

@@ -27,13 +27,13 @@ CHECK_PROGRAMS = ("cc", "arm-none-eabi-gcc", "qemu-system-arm")
 
 
 def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: str, out_dir: Path, model_name: str,
-                     check: bool = True, host_images: int | None = None, qemu_images: int = QEMU_IMAGES) -> dict:
+                     check: bool = True, host_images: int | None = None, qemu_images: int | None = None) -> dict:
     """Write denselab_model.h/.c and main.c for the int8 model in `model_bytes`, checked unless `check` is False.
 
     Args:
         source: the model's file, named in errors.
         host_images: test images compared with TFLM on the host (all of them when None).
-        qemu_images: test images embedded in the firmware and run under QEMU.
+        qemu_images: test images embedded in the firmware and run under QEMU (QEMU_IMAGES when None).
 
     Returns:
         What `denselab export --json` prints under "c".
@@ -55,7 +55,8 @@ def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: st
         for name, text in sources.items():
             (staging / name).write_text(text)
         if check:
-            report.update(_checks(staging, model_bytes, classifier, dataset, normalization, host_images, qemu_images))
+            report.update(_checks(staging, model_bytes, classifier, dataset, normalization, host_images,
+                                  QEMU_IMAGES if qemu_images is None else qemu_images))
         out_dir = prepare_output_dir(out_dir)
         report["files"] = [str(write_bytes_atomically(out_dir / name, text.encode())) for name, text in sources.items()]
     return report
