@@ -506,3 +506,56 @@ def test_tflite_random_bytes(data):
 @given(data=st.data())
 def test_tflite_mutated(small_int8_model, data):
     reads_or_bad_input(data.draw(mutated(st.just(small_int8_model))))
+
+
+# --- .keras files read without Keras ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_keras_file(tmp_path_factory) -> bytes:
+    from denselab.model import ModelSpec, build_model
+    from denselab.train import save_model
+
+    return save_model(build_model(ModelSpec((4,))), tmp_path_factory.mktemp("keras") / "small.keras").read_bytes()
+
+
+def keras_reads_or_bad_input(data: bytes, folder) -> None:
+    from denselab.keras_file import read_dense_weights
+
+    path = folder / "fuzz.keras"
+    path.write_bytes(data)
+    try:
+        weights = read_dense_weights(path)
+    except BadInput as error:
+        assert "\n" not in str(error) and "fuzz.keras" in str(error)
+        return
+    assert weights.kernels[0].shape[0] == 784 and weights.kernels[-1].shape[1] == 10
+
+
+@FUZZ
+@given(data=st.binary(max_size=512))
+def test_keras_file_random_bytes(scratch, data):
+    keras_reads_or_bad_input(data, scratch)
+
+
+@FUZZ
+@given(data=st.data())
+def test_keras_file_mutated(small_keras_file, scratch, data):
+    keras_reads_or_bad_input(data.draw(mutated(st.just(small_keras_file))), scratch)
+
+
+@FUZZ
+@given(data=st.data())
+def test_keras_file_with_mutated_members(small_keras_file, scratch, data):
+    """Edits inside config.json or model.weights.h5, behind a valid zip."""
+    import io
+    import zipfile
+
+    member = data.draw(st.sampled_from(["config.json", "model.weights.h5"]))
+    with zipfile.ZipFile(io.BytesIO(small_keras_file)) as original:
+        contents = {name: original.read(name) for name in original.namelist()}
+    contents[member] = data.draw(mutated(st.just(contents[member])))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as changed:
+        for name, value in contents.items():
+            changed.writestr(name, value)
+    keras_reads_or_bad_input(buffer.getvalue(), scratch)

@@ -302,6 +302,14 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Path | None = None, allo
     return Dataset(name, source, train_images, train_labels, test_images, test_labels)
 
 
+def load_test_split(name: str = "fashion-mnist", data_dir: Path | None = None,
+                    allow_download: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """Only a dataset's test images and labels, and where they came from: all that predicting
+    and evaluating read, and six times less to decompress than the training split."""
+    directory, source = find_dataset(name, data_dir, allow_download)
+    return (*load_split(directory, "test"), source)
+
+
 # --- image files -----------------------------------------------------------------------
 
 # Larger images are refused before decoding: a few MB of PNG can hold gigabytes of pixels.

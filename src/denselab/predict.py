@@ -57,16 +57,26 @@ class DensePredictor:
 
     @classmethod
     def from_keras(cls, model, normalization: str = "scale") -> "DensePredictor":
-        check_normalization(normalization)
         spec = spec_of(model)
         kernels_and_biases = [layer.get_weights() for layer in model.layers if layer.weights]
-        weights = [np.asarray(kernel, dtype=np.float32) for kernel, _ in kernels_and_biases]
-        biases = tuple(np.asarray(bias, dtype=np.float32) for _, bias in kernels_and_biases)
+        return cls._build([kernel for kernel, _ in kernels_and_biases], [bias for _, bias in kernels_and_biases],
+                          spec.activation, normalization)
+
+    @classmethod
+    def from_weights(cls, weights, normalization: str = "scale") -> "DensePredictor":
+        """From keras_file.DenseWeights: a .keras file read without Keras."""
+        return cls._build(list(weights.kernels), list(weights.biases), weights.spec.activation, normalization)
+
+    @classmethod
+    def _build(cls, kernels, biases, activation: str, normalization: str) -> "DensePredictor":
+        check_normalization(normalization)
+        weights = [np.asarray(kernel, dtype=np.float32) for kernel in kernels]
+        biases = tuple(np.asarray(bias, dtype=np.float32) for bias in biases)
         if normalization == "scale":
             # x/255 @ W == x @ (W/255): one multiplication of the weights at load time
             # instead of one pass over every input.
             weights[0] = weights[0] / np.float32(255.0)
-        return cls(tuple(weights), biases, spec.activation)
+        return cls(tuple(weights), biases, activation)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities, shape (n, 10), for pixels of shape (n, 28, 28) or (28, 28)."""

@@ -39,14 +39,14 @@ def load_for_serving(path: Path, normalization: str | None = None) -> LoadedMode
         raise BadInput(f"model file {path} does not exist")
     if path.suffix == ".tflite":
         return _load_tflite(path, normalization)
-    from denselab.train import load_trained_model
+    from denselab.keras_file import load_trained_weights
 
-    trained = load_trained_model(path, normalization)
+    trained = load_trained_weights(path, normalization)  # NumPy only: no Keras, JAX or TensorFlow
     predictor = trained.predictor()
     sizes = [predictor.weights[0].shape[0], *[kernel.shape[1] for kernel in predictor.weights]]
     return LoadedModel(predictor.probabilities, CLASS_NAMES[trained.dataset_name], {
-        "format": "keras", "path": str(path), "name": trained.model.name, "layer_sizes": sizes,
-        "activation": predictor.activation, "parameters": int(trained.model.count_params()),
+        "format": "keras", "path": str(path), "name": trained.weights.name, "layer_sizes": sizes,
+        "activation": predictor.activation, "parameters": trained.weights.spec.parameter_count(),
         "normalization": trained.normalization, "dataset": trained.dataset_name,
         "test_accuracy": trained.test_accuracy,
     })

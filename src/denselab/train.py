@@ -22,11 +22,12 @@ from denselab import recipe
 from denselab.data import NUM_CLASSES, Dataset, check_dataset_name, check_normalization, normalize
 from denselab.errors import BadInput
 from denselab.evaluate import Evaluation, evaluate_model
+from denselab.keras_file import METRICS_FILE, read_metadata
 from denselab.model import LEARNING_RATE, ModelSpec, build_model, compile_model, load_model
 from denselab.outputs import prepare_output_dir, temporary_sibling, write_json_atomically
 from denselab.predict import DensePredictor
 
-MODEL_FILE, HISTORY_FILE, METRICS_FILE = "model.keras", "history.json", "metrics.json"
+MODEL_FILE, HISTORY_FILE = "model.keras", "history.json"
 # Bump when a change alters what training computes: the study store keys runs on it,
 # so runs trained by older code are not reused as if they were current.
 TRAINING_REVISION = 1
@@ -347,15 +348,5 @@ def load_trained_model(path: Path, normalization: str | None = None, dataset_nam
     """
     path = Path(path)
     model = load_model(path)
-    metadata = {}
-    metrics_path = path.parent / METRICS_FILE
-    if metrics_path.is_file():
-        try:
-            metadata = json.loads(metrics_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadInput(f"{metrics_path} is not valid JSON; delete it or retrain") from None
-    normalization = normalization or metadata.get("normalization", "scale")
-    dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
-    check_normalization(normalization)
-    check_dataset_name(dataset_name)
-    return TrainedModel(path, model, normalization, dataset_name, metadata.get("test_accuracy"))
+    normalization, dataset_name, test_accuracy = read_metadata(path, normalization, dataset_name)
+    return TrainedModel(path, model, normalization, dataset_name, test_accuracy)

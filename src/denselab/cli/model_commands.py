@@ -107,19 +107,19 @@ def evaluate(
     as_json: JsonOption = False,
 ):
     """Test loss and accuracy, per-class accuracy and the confusion matrix of a trained model."""
-    from denselab.data import CLASS_NAMES, load_dataset
+    from denselab.data import CLASS_NAMES, load_test_split
     from denselab.evaluate import evaluate_model
-    from denselab.train import load_trained_model
+    from denselab.keras_file import load_trained_weights
 
-    trained = load_trained_model(model, normalization, dataset)
-    data = load_dataset(trained.dataset_name, data_dir)
-    evaluation = evaluate_model(trained.predictor(), data.test_images, data.test_labels)
+    trained = load_trained_weights(model, normalization, dataset)
+    test_images, test_labels, source = load_test_split(trained.dataset_name, data_dir)
+    evaluation = evaluate_model(trained.predictor(), test_images, test_labels)
     if as_json:
         print_json(evaluation.as_dict())
         return
     names = CLASS_NAMES[trained.dataset_name]
     console.print(f"{model}: test accuracy {evaluation.test_accuracy:.4f}, test loss {evaluation.test_loss:.4f} "
-                  f"on {len(data.test_labels):,} images from {data.source}")
+                  f"on {len(test_labels):,} images from {source}")
     # Columns are numbered so that ten classes fit in 80 columns; rows carry the names.
     confusion = Table(title="confusion matrix (rows: true class, columns: predicted)", box=box.SIMPLE_HEAD, padding=(0, 0))
     confusion.add_column("true class", no_wrap=True)
@@ -145,24 +145,24 @@ def predict(
     """Class probabilities for test images (--index N) or for image files."""
     import numpy as np
 
-    from denselab.data import CLASS_NAMES, load_dataset, load_image_file
+    from denselab.data import CLASS_NAMES, load_image_file, load_test_split
+    from denselab.keras_file import load_trained_weights
     from denselab.predict import predict_images
-    from denselab.train import load_trained_model
 
     pixels, sources, true_labels = [], [], []
     for path in images or []:
         pixels.append(load_image_file(path))
         sources.append(str(path))
         true_labels.append(None)
-    trained = load_trained_model(model, normalization)
+    trained = load_trained_weights(model, normalization)
     if index or not images:
-        data = load_dataset(trained.dataset_name, data_dir)
+        test_images, test_labels, _ = load_test_split(trained.dataset_name, data_dir)
         for number in index or [0]:
-            if not 0 <= number < len(data.test_labels):
-                raise BadInput(f"--index {number} is outside the test set (0-{len(data.test_labels) - 1})")
-            pixels.append(data.test_images[number])
+            if not 0 <= number < len(test_labels):
+                raise BadInput(f"--index {number} is outside the test set (0-{len(test_labels) - 1})")
+            pixels.append(test_images[number])
             sources.append(f"test image {number}")
-            true_labels.append(int(data.test_labels[number]))
+            true_labels.append(int(test_labels[number]))
     names = CLASS_NAMES[trained.dataset_name]
     predictions = predict_images(trained.predictor(), np.stack(pixels), sources, names, true_labels)
     if as_json:

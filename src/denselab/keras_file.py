@@ -1,0 +1,153 @@
+"""A dense classifier's `.keras` file read without Keras: its layer sizes, activation and weights.
+
+A `.keras` file is a zip holding `config.json` (the architecture) and `model.weights.h5`
+(the variables, by layer). For the exercise's family, Flatten -> Dense ... -> Dense(10,
+softmax), that is all a NumPy predictor needs, and reading it takes milliseconds where
+importing Keras and JAX and rebuilding the model takes seconds. tests/test_keras_file.py
+checks the result against Keras's own loading for every activation denselab trains.
+"""
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denselab.data import IMAGE_SIDE, NUM_CLASSES
+from denselab.errors import BadInput
+from denselab.model import ACTIVATIONS, ModelSpec
+
+
+@dataclass(frozen=True)
+class DenseWeights:
+    """The deployed numbers of a dense classifier: one (kernel, bias) pair per Dense layer."""
+
+    name: str  # the Keras model's name, e.g. "dense_512_512"
+    spec: ModelSpec
+    kernels: tuple[np.ndarray, ...]  # float32, (inputs, outputs)
+    biases: tuple[np.ndarray, ...]  # float32, (outputs,)
+
+
+def read_dense_weights(path: Path) -> DenseWeights:
+    """The dense classifier in a `.keras` file; BadInput naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            weights_file = archive.read("model.weights.h5")
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            OverflowError) as error:  # what zipfile and zlib raise for damaged archives
+        raise BadInput(f"{path} is not a Keras model file ({type(error).__name__})") from None
+    units, activation = _architecture(config, path)
+    kernels, biases = _variables(weights_file, units, path)
+    name = str(config.get("config", {}).get("name", path.stem)) if isinstance(config, dict) else path.stem
+    return DenseWeights(name, ModelSpec(tuple(units[:-1]), activation), kernels, biases)
+
+
+def _architecture(config, path: Path) -> tuple[list[int], str]:
+    """Dense widths (the output layer's last) and the hidden activation, checked as model.spec_of checks."""
+    try:
+        layers = config["config"]["layers"]
+        kinds = [layer["class_name"] for layer in layers]
+        if kinds and kinds[0] == "InputLayer":
+            shape = layers[0]["config"]["batch_shape"]
+            layers, kinds = layers[1:], kinds[1:]
+        else:
+            shape = layers[0]["build_config"]["input_shape"]
+        dense = [layer["config"] for layer in layers[1:]]
+        if config["class_name"] != "Sequential" or not kinds or kinds[0] != "Flatten" \
+                or any(kind != "Dense" for kind in kinds[1:]) or len(dense) < 2:
+            raise BadInput(f"{path} is not Flatten -> Dense ... -> Dense(10); denselab handles dense classifiers only")
+        if list(shape[1:]) != [IMAGE_SIDE, IMAGE_SIDE]:
+            raise BadInput(f"{path} takes inputs of shape {shape}, not 28x28 images")
+        if dense[-1]["units"] != NUM_CLASSES or dense[-1]["activation"] != "softmax":
+            raise BadInput(f"{path} does not end in Dense(10, softmax)")
+        activations = {layer["activation"] for layer in dense[:-1]}
+        if len(activations) != 1 or not activations <= set(ACTIVATIONS):
+            raise BadInput(f"{path} has hidden activations {sorted(map(str, activations))}; denselab runs one of "
+                           f"{', '.join(ACTIVATIONS)}")
+        if not all(layer.get("use_bias", True) for layer in dense):
+            raise BadInput(f"{path} has a Dense layer without a bias")
+        return [int(layer["units"]) for layer in dense], activations.pop()
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        raise BadInput(f"{path} has a config.json that is not a Keras model's ({type(error).__name__})") from None
+
+
+def _variables(weights_file: bytes, units: list[int], path: Path):
+    """Each Dense layer's kernel and bias. Keras stores layer variables under names made from the
+    class name and the layer's position among its kind: layers/dense, layers/dense_1, ..."""
+    import h5py
+
+    kernels, biases, inputs = [], [], IMAGE_SIDE * IMAGE_SIDE
+    try:
+        with h5py.File(io.BytesIO(weights_file), "r") as weights:
+            for index, outputs in enumerate(units):
+                group = weights["layers"]["dense" if index == 0 else f"dense_{index}"]["vars"]
+                kernel, bias = np.asarray(group["0"], np.float32), np.asarray(group["1"], np.float32)
+                if kernel.shape != (inputs, outputs) or bias.shape != (outputs,):
+                    raise BadInput(f"{path}: Dense layer {index + 1} holds weights of shape {kernel.shape}, "
+                                   f"not ({inputs}, {outputs})")
+                kernels.append(kernel)
+                biases.append(bias)
+                inputs = outputs
+    except BadInput:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, OverflowError, RuntimeError) as error:
+        # h5py reports a damaged file through any of these (an OverflowError for a huge size field).
+        raise BadInput(f"{path} has weights that are not a Keras model's ({type(error).__name__})") from None
+    return tuple(kernels), tuple(biases)
+
+
+# --- what metrics.json beside a model says about its inputs ------------------------------
+
+METRICS_FILE = "metrics.json"  # written by train.save_run beside model.keras
+
+
+@dataclass(frozen=True)
+class TrainedWeights:
+    """A model's weights with what its metrics.json says about its inputs."""
+
+    path: Path
+    weights: DenseWeights
+    normalization: str
+    dataset_name: str
+    test_accuracy: float | None
+
+    def predictor(self):
+        from denselab.predict import DensePredictor
+
+        return DensePredictor.from_weights(self.weights, self.normalization)
+
+
+def read_metadata(path: Path, normalization: str | None = None, dataset_name: str | None = None) -> tuple:
+    """(normalization, dataset name, test accuracy) of the model at `path`, from the metrics.json beside it.
+
+    Without metrics.json (a model trained elsewhere) the model is taken to expect
+    /255.0-scaled Fashion-MNIST inputs, unless `normalization` / `dataset_name` say otherwise.
+    """
+    from denselab.data import check_dataset_name, check_normalization
+
+    metadata = {}
+    metrics_path = Path(path).parent / METRICS_FILE
+    if metrics_path.is_file():
+        try:
+            metadata = json.loads(metrics_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInput(f"{metrics_path} is not valid JSON; delete it or retrain") from None
+        if not isinstance(metadata, dict):
+            raise BadInput(f"{metrics_path} is not a JSON object; delete it or retrain")
+    normalization = normalization or metadata.get("normalization", "scale")
+    dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
+    check_normalization(normalization)
+    check_dataset_name(dataset_name)
+    return normalization, dataset_name, metadata.get("test_accuracy")
+
+
+def load_trained_weights(path: Path, normalization: str | None = None, dataset_name: str | None = None) -> TrainedWeights:
+    """A .keras model's weights and metadata, for predicting, evaluating and serving without Keras."""
+    weights = read_dense_weights(path)
+    return TrainedWeights(Path(path), weights, *read_metadata(path, normalization, dataset_name))
