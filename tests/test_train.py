@@ -191,3 +191,22 @@ def test_train_with_seed_everything_equals_train_with_keras_seeding(fashion, mon
     reference = train(ModelSpec((20,)), small, TrainConfig(epochs=1, seed=8))
     assert ours.history[0]["loss"] == reference.history[0]["loss"]
     assert ours.evaluation == reference.evaluation
+
+
+def test_training_and_saving_on_jax_import_no_tensorflow(fashion_slice_dir, tmp_path):
+    """Keras asks whether an object is a TensorFlow type while saving, which imported TensorFlow
+    (2-3 s and absl's log lines on stderr); train.save_model stops that. `-X importtime` lists
+    every module the command imported."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "denselab", "train", "--hidden", "8", "--epochs", "1",
+         "--seed", "0", "--data-dir", str(fashion_slice_dir), "--out", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "keras" in imported and "jax" in imported  # the listing is real
+    assert not {name for name in imported if name.split(".")[0] == "tensorflow"}
+    assert "absl::InitializeLog" not in result.stderr
+    assert (tmp_path / "run" / "model.keras").is_file()
