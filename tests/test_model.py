@@ -81,3 +81,18 @@ def test_load_model_rejects_non_dense_models(tmp_path):
 def test_load_model_round_trip(tmp_path):
     build_model(ModelSpec((30, 10), "tanh")).save(tmp_path / "m.keras")
     assert spec_of(load_model(tmp_path / "m.keras")) == ModelSpec((30, 10), "tanh")
+
+
+def test_loading_a_model_on_jax_imports_no_tensorflow(trained_dir):
+    """Keras's deserializer asks whether objects are TensorFlow types; model.load_model keeps that
+    from importing TensorFlow (2-3 s and absl's log lines)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from denselab.model import load_model; load_model(sys.argv[1]); "
+            "print('jax' in sys.modules, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(trained_dir / "model.keras")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "False"]
+    assert "absl::InitializeLog" not in result.stderr

@@ -123,6 +123,24 @@ def spec_of(model) -> ModelSpec:
     return ModelSpec(tuple(layer.units for layer in dense[:-1]), activations.pop())
 
 
+def keras_without_tensorflow() -> None:
+    """Stop Keras from importing TensorFlow only to ask whether an object is one of its types.
+
+    Keras's serializer checks `tf.available and isinstance(obj, tf.TensorShape)`, and the first
+    `tf.available` imports TensorFlow when it is installed: 2-3 s and absl's log lines, on the
+    JAX backend, for every model saved or loaded. While TensorFlow is not imported no object
+    can be one of its types, so the answer is "not available". This sets a private attribute
+    of Keras's lazy module; tests/test_train.py and tests/test_model.py fail if saving or
+    loading imports TensorFlow again.
+    """
+    import sys
+
+    from keras.src.utils import module_utils
+
+    if "tensorflow" not in sys.modules and module_utils.tensorflow.module is None:
+        module_utils.tensorflow._available = False
+
+
 def load_model(path: Path):
     """Load a .keras file and check that it is a dense classifier of 28x28 images."""
     path = Path(path)
@@ -130,6 +148,7 @@ def load_model(path: Path):
         raise BadInput(f"model file {path} does not exist")
     import keras
 
+    keras_without_tensorflow()
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:

@@ -23,7 +23,7 @@ from denselab.data import NUM_CLASSES, Dataset, check_dataset_name, check_normal
 from denselab.errors import BadInput
 from denselab.evaluate import Evaluation, evaluate_model
 from denselab.keras_file import METRICS_FILE, read_metadata
-from denselab.model import LEARNING_RATE, ModelSpec, build_model, compile_model, load_model
+from denselab.model import LEARNING_RATE, ModelSpec, build_model, compile_model, keras_without_tensorflow, load_model
 from denselab.outputs import prepare_output_dir, temporary_sibling, write_json_atomically
 from denselab.predict import DensePredictor
 
@@ -303,27 +303,10 @@ def trained_through_logits(model, config: TrainConfig, steps_per_epoch: int, los
         compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=trainer.optimizer)
 
 
-def _keras_without_tensorflow() -> None:
-    """Stop Keras from importing TensorFlow only to ask whether an object is one of its types.
-
-    Keras's serializer checks `tf.available and isinstance(obj, tf.TensorShape)`, and the first
-    `tf.available` imports TensorFlow when it is installed: 2-3 s and absl's log lines, on the
-    JAX backend, for every saved model. While TensorFlow is not imported no object can be one
-    of its types, so the answer is "not available". This sets a private attribute of Keras's
-    lazy module; tests/test_train.py fails if saving imports TensorFlow again.
-    """
-    import sys
-
-    from keras.src.utils import module_utils
-
-    if "tensorflow" not in sys.modules and module_utils.tensorflow.module is None:
-        module_utils.tensorflow._available = False
-
-
 def save_model(model, path: Path) -> Path:
     """Save a Keras model to `path` (.keras) through a temporary name and a rename."""
     path = Path(path)
-    _keras_without_tensorflow()
+    keras_without_tensorflow()
     temporary = temporary_sibling(path)
     try:
         model.save(temporary)
