@@ -65,6 +65,9 @@ def test_a_tiny_search_finds_finalists_that_fit(searched, fashion_slice_dir):
     assert {json.loads(run["config"])["scored_on"] for run in trial_runs} == {"validation"}
     assert {json.loads(run["config"])["test_examples"] for run in trial_runs} == {1000}  # the validation split
     assert len([run for run in runs if run["study"].endswith("-final")]) == 3 * len(result["pareto"])
+    # A new search proposes the known good recipes first (space.STARTING_POINTS), then the sampler's.
+    first = json.loads(next(run for run in trial_runs if run["variant"].startswith("t0000"))["config"])
+    assert first["hidden_units"] == [768, 256] and first["dropout_hidden"] == 0.3 and first["schedule"] == "cosine"
     report = (root / "report" / "report.md").read_text()
     assert "never on the test set" in report and "## Trials" in report
     assert (root / "report" / "figures" / "pareto-front.png").read_bytes().startswith(b"\x89PNG")

@@ -197,6 +197,9 @@ def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> 
 
     epochs = context.settings.rungs()[0]
     target, wanted = context.target, context.settings.trials
+    if not study.trials:  # a new search: the known good recipes first (space.STARTING_POINTS)
+        for point in space.STARTING_POINTS:
+            study.enqueue_trial(point)
     trained = lambda: [t for t in study.trials if _was_trained(t)]  # noqa: E731
     # A trial left running by a stopped search is trained again: its run may be stored already.
     pending = []

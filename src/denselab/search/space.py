@@ -21,6 +21,21 @@ BATCH_SIZES = (64, 128, 256)
 AUGMENTATIONS = ("none", "flip")  # ±2 px shifts hurt these MLPs in the probe; flips did not help much either
 
 
+# Proposed first, before the sampler's own choices: the recipe of the probe, which
+# reached 0.9052 (768 -> 256) and 0.8978 (256) in float after 60 epochs of a bare JAX loop
+# (dropout 0.1 on the input and 0.3 on hidden layers, label smoothing 0.1, AdamW with weight
+# decay 5e-5, a cosine schedule, batch 128; Adam's default learning rate). A short search then
+# starts from a known good recipe; it is compared on the validation split like any other
+# trial, and one that does not fit the board is refused before it trains.
+PROBE_RECIPE = {"activation": "relu", "learning_rate": 1e-3, "schedule": "cosine", "batch_size": 128,
+                "dropout_input": 0.1, "dropout_hidden": 0.3, "weight_decay": 5e-5, "label_smoothing": 0.1,
+                "augment": "none", "standardize": False}
+STARTING_POINTS = (
+    {"layers": 2, "width_1": 768, "width_2": 256, **PROBE_RECIPE},
+    {"layers": 1, "width_1": 256, **PROBE_RECIPE},
+)
+
+
 def hidden_units(params: dict) -> tuple[int, ...]:
     return tuple(params[f"width_{index + 1}"] for index in range(params["layers"]))
 
