@@ -54,6 +54,7 @@ def searched(fashion_slice_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     result = denselab(*search_args(fashion_slice_dir, root))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # Optuna's, about too few trials
     return root, json.loads(result.stdout)
 
 

@@ -11,6 +11,7 @@ continues where it was, and a finished one is read back in seconds.
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -313,6 +314,10 @@ def importances(study) -> dict[str, float]:
     try:
         # PED-ANOVA needs no scikit-learn (fANOVA would): one dependency fewer for one table.
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return dict(optuna.importance.get_param_importances(only_trained, evaluator=evaluator))
+        with warnings.catch_warnings():
+            # With few trials it warns that some choices were tried fewer than twice; the
+            # report's trial table shows how few there were, and stderr stays the user's.
+            warnings.simplefilter("ignore", UserWarning)
+            return dict(optuna.importance.get_param_importances(only_trained, evaluator=evaluator))
     except (RuntimeError, ValueError):  # every trained trial alike in every choice
         return {}
