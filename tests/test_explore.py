@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,24 @@ def test_report_names_the_boards_each_variant_fits_with_the_c_runtime(explored, 
     narrow = next(line for line in lines if line.startswith("| narrow |")).strip("| ").split(" | ")
     assert narrow[-1] == ", ".join(boards_that_fit_c((20,), fashion.class_names, 28 * 28 + 10))
     assert "samd21" in narrow[-1].split(", ")
+
+
+def test_terminal_output_fits_80_columns_and_ends_with_next_steps(explored, small_study_file, fashion_slice_dir):
+    """The same study again (every run reused), as a person sees it in an 80-column terminal."""
+    root, summary = explored
+    result = denselab(*explore_args(small_study_file, fashion_slice_dir, root), env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("mean ± std over seeds"))
+    assert all(len(line) <= 80 for line in lines[:table_end + 1]), "\n".join(lines[:table_end + 1])
+    wide = next(v for v in summary["variants"] if v["name"] == "wide")["test_accuracy"]
+    row = next(line for line in lines if line.strip().startswith("wide "))
+    assert f"{wide['mean']:.3f} ± {wide['std']:.3f}" in row  # mean ± std on one line, not wrapped
+    model_line = next(line for line in lines if line.strip().startswith("MODEL="))
+    assert Path(model_line.strip().removeprefix("MODEL=")).is_file()
+    for command in ("denselab predict $MODEL", "denselab serve $MODEL", "denselab export $MODEL --runtime c",
+                    "denselab search --target"):
+        assert any(line.strip().startswith(command) for line in lines[-10:]), command
 
 
 def test_second_run_reuses_everything(explored, small_study_file, fashion_slice_dir):

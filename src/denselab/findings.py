@@ -29,8 +29,8 @@ class Summary:
     def of(cls, values: list[float]) -> "Summary":
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
-    def format(self, digits: int = 3) -> str:
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+    def format(self, digits: int = 3, compact: bool = False) -> str:
+        return f"{self.mean:.{digits}f}{'±' if compact else ' ± '}{self.std:.{digits}f}"
 
 
 # The per-run columns the report summarizes, in table order.

@@ -83,14 +83,10 @@ def explore(
 
 
 def _print_report(report, outcome, out: Path) -> None:
-    from denselab.report import TABLE_HEADER, summary_rows
-
     console.print(f"{outcome.trained} runs trained, {outcome.reused} reused from the database"
                   + (f", [red]{len(outcome.failed)} failed[/]" if outcome.failed else ""))
-    table = Table(*TABLE_HEADER, title="variants (mean ± std over seeds)", box=box.SIMPLE_HEAD)
-    for row in summary_rows(report.summaries):
-        table.add_row(*map(escape, row))
-    console.print(table)
+    console.print(_variants_table(report.summaries))
+    console.print("mean ± std over seeds; test loss and seeds per variant are in report.md", style="dim")
     for finding in report.findings:
         q = finding.question
         console.print(f"[bold]{escape(q.question)}[/] ({escape(q.baseline)} → {escape(q.variant)})")
@@ -99,6 +95,37 @@ def _print_report(report, outcome, out: Path) -> None:
     for run in outcome.failed:
         console.print(f"[red]failed[/]: {escape(run['variant'])} seed {run['seed']}: {escape(run['error'].splitlines()[0])}")
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    _print_next_steps(report, outcome)
+
+
+def _variants_table(summaries) -> Table:
+    """The variants in 80 columns: test accuracy first, each mean ± std on one line."""
+    table = Table(title="variants", box=box.SIMPLE_HEAD)
+    for header in ("variant", "params", "test acc.", "train acc.", "epochs", "s/epoch"):
+        table.add_column(header, no_wrap=True, justify="left" if header == "variant" else "right")
+    for s in summaries:
+        table.add_row(escape(s.name), f"{s.params:,}", s.metrics["test_accuracy"].format(),
+                      s.metrics["train_accuracy"].format(), s.metrics["epochs_run"].format(1, compact=True),
+                      s.metrics["seconds_per_epoch"].format(2, compact=True))
+    return table
+
+
+def _print_next_steps(report, outcome) -> None:
+    """What to try next, with the study's most accurate model."""
+    best = report.best
+    runs = sorted((run for run in outcome.runs if run["variant"] == best.name), key=lambda run: run["seed"])
+    if not runs:
+        return
+    console.print(f"next, with the most accurate variant ({escape(best.name)}):")
+    console.print(f"  MODEL={escape(runs[0]['model_path'])}", soft_wrap=True, highlight=False)
+    for why, command in (
+        ("predict your own photo (PNG or JPEG)", "denselab predict $MODEL photo.png"),
+        ("a page to draw on, at http://127.0.0.1:8000", "denselab serve $MODEL"),
+        ("plain C for a board, checked against TFLM", "denselab export $MODEL --runtime c --target nano33ble"),
+        ("the most accurate model that fits a board (~7 min)",
+         "denselab search --target nano33ble --trials 6 --epochs-max 36 --finalists 1"),
+    ):
+        console.print(f"  [dim]# {why}[/]\n  {command}", highlight=False)
 
 
 class _study_progress:
