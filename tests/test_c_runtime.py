@@ -26,12 +26,13 @@ from denselab.deploy.quantized import (
 )
 from denselab.export import LiteRTClassifier, calibration_images, convert
 from denselab.model import ModelSpec, build_model
-from test_cli import assert_one_line_error, denselab
+from test_cli import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
 def export_c(model_dir: Path, out: Path, *args) -> dict:
     result = denselab("export", model_dir / "model.keras", "--runtime", "c", "--out", out, "--json", *args)
     assert result.returncode == 0, result.stderr
+    assert_no_third_party_logs(result)
     return json.loads(result.stdout)
 
 

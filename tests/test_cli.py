@@ -18,6 +18,17 @@ def denselab(*args, env=None, cwd=None):
     )
 
 
+# What TensorFlow, absl, LiteRT, TFLM, JAX and Python's warnings print when they get to the terminal.
+THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNPACK", "Warning:", "INFO:")
+
+
+def assert_no_third_party_logs(result) -> None:
+    """Neither stream of a command carries another library's log lines."""
+    for stream in (result.stdout, result.stderr):
+        marks = [mark for mark in THIRD_PARTY_LOG_MARKS if mark in stream]
+        assert not marks, f"{marks} in:\n{stream[-3000:]}"
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -33,6 +44,7 @@ def cli_run(fashion_slice_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     result = denselab("train", "--epochs", "1", "--seed", "3", "--data-dir", fashion_slice_dir, "--out", out, "--json")
     assert result.returncode == 0, result.stderr
+    assert_no_third_party_logs(result)
     return out, json.loads(result.stdout)
 
 
@@ -48,6 +60,7 @@ def test_evaluate_json(cli_run, fashion_slice_dir):
     out, summary = cli_run
     result = denselab("evaluate", out / "model.keras", "--data-dir", fashion_slice_dir, "--json")
     assert result.returncode == 0, result.stderr
+    assert_no_third_party_logs(result)
     evaluation = json.loads(result.stdout)
     assert evaluation["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert len(evaluation["per_class_accuracy"]) == 10
