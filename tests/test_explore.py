@@ -83,7 +83,7 @@ def test_report_files_with_embedded_images(explored):
 
 
 def test_report_names_the_boards_each_variant_fits_with_the_c_runtime(explored, fashion):
-    from denselab.firmware import boards_that_fit_c
+    from denselab.deploy.boards import boards_that_fit_c
 
     root, _ = explored
     lines = (root / "report" / "report.md").read_text().splitlines()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from denselab.export import LiteRTClassifier, convert, export_model, op_names
+from denselab.deploy.boards import board_fit, load_boards
 from denselab.firmware import (
-    board_fit, c_array_sources, check_under_tflm, export_for_microcontroller, load_boards, parse_c_array,
-    arena_allocates, smallest_arena,
+    arena_allocates, c_array_sources, check_under_tflm, export_for_microcontroller, parse_c_array, smallest_arena,
 )
 from denselab.model import ModelSpec
 from denselab.train import TrainConfig, load_trained_model, save_run, train

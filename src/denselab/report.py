@@ -17,7 +17,7 @@ import numpy as np
 from denselab import plots
 from denselab.data import Dataset
 from denselab.findings import Finding, VariantSummary, answer_questions, summarize_variants
-from denselab.firmware import boards_that_fit_c, io_bytes
+from denselab.deploy.boards import boards_that_fit_c, io_bytes
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.model import load_model
 from denselab.predict import DensePredictor

@@ -36,7 +36,8 @@ def export(
     """Convert a trained model to TensorFlow Lite, check it under TensorFlow Lite Micro, size it for a board."""
     from denselab.data import check_normalization, load_dataset
     from denselab.export import QUANTIZATIONS, check_quantize
-    from denselab.firmware import export_for_microcontroller, load_boards
+    from denselab.deploy.boards import load_boards
+    from denselab.firmware import export_for_microcontroller
     from denselab.train import load_trained_model
 
     if runtime not in ("tflm", "c"):
@@ -85,7 +86,7 @@ def _export_tflite_file(model: Path, runtime: str, target: str | None, out: Path
     """An int8 .tflite made elsewhere: only the C runtime can be made from it."""
     from denselab.data import load_dataset
     from denselab.deploy.c_export import export_c_runtime
-    from denselab.firmware import io_bytes, load_boards, target_verdict
+    from denselab.deploy.boards import io_bytes, load_boards, target_verdict
 
     if runtime != "c":
         raise BadInput(f"{model} is a .tflite file: give --runtime c to make the C runtime from it, "

@@ -64,7 +64,7 @@ def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: st
 
 def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalization: str, host_images: int | None,
             qemu_images: int) -> dict:
-    from denselab.firmware import io_bytes, load_boards
+    from denselab.deploy.boards import io_bytes, load_boards
 
     count = len(dataset.test_images) if host_images is None else min(host_images, len(dataset.test_images))
     pixels = dataset.test_images[:count].reshape(count, -1)

@@ -17,7 +17,7 @@ import numpy as np
 from denselab.data import IMAGE_SIDE, NUM_CLASSES
 from denselab.deploy.c_footprint import FIXED_FLASH_BYTES, c_model_bytes, c_ram_bytes
 from denselab.errors import BadInput
-from denselab.firmware import load_boards
+from denselab.deploy.boards import load_boards
 
 RUNTIMES = ("tflm", "c")
 IO_BYTES = IMAGE_SIDE * IMAGE_SIDE + NUM_CLASSES  # one int8 input image and one int8 output
