@@ -17,7 +17,7 @@ from conftest import stored_runs
 from denselab.explore import run_study
 from denselab.findings import answer_questions
 from denselab.report import build_report, write_report
-from denselab.runs.engine import train_run
+from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
 from test_cli import assert_one_line_error, denselab
@@ -181,10 +181,10 @@ def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_p
 def test_a_failing_run_is_recorded_and_the_others_finish(fashion, tmp_path):
     """The library path the CLI uses. The fault is injected: no real variant fails on demand."""
 
-    def task_failing_wide(variant, dataset, seed, on_progress=None):
+    def task_failing_wide(variant, dataset, seeds, on_progress=None):
         if variant.spec.hidden_units == (40,):
             raise RuntimeError("injected fault")
-        return train_run(variant, dataset, seed, on_progress)
+        return train_runs(variant, dataset, seeds, on_progress)
 
     study = parse_study(SMALL_STUDY, "x.toml")
     small = fashion.subset(train=2000, test=300)

@@ -35,15 +35,15 @@ from pathlib import Path
 
 from denselab.data import load_dataset
 from denselab.explore import run_study
-from denselab.runs.engine import train_run
+from denselab.runs.engine import train_runs
 from denselab.runs.executors import InProcess, RayExecutor, local_workers
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
 
-def task(variant, dataset, seed, on_progress):
+def task(variant, dataset, seeds, on_progress):
     if variant.name == "always-fails":
         raise RuntimeError(f"failure injected into {variant.name}")
-    return train_run(variant, dataset, seed, on_progress)
+    return train_runs(variant, dataset, seeds, on_progress)
 
 study_text, data_dir, root, kind, address = sys.argv[1:]
 root = Path(root)

@@ -103,7 +103,7 @@ def test_out_dir_that_is_a_file(fashion, tmp_path):
 
 def test_unnormalized_deep_model_learns_on_every_backend(fashion):
     # On raw 0-255 pixels a softmax-probability loss has zero gradient on JAX and the
-    # model stays at 10% (seen before train.trained_through_logits); the exercise's
+    # model stays at 10% (seen before train.training_parts); the exercise's
     # TensorFlow code reaches ~0.75 after one epoch.
     small = fashion.subset(train=12000, test=1000)
     run = train(ModelSpec((512, 512)), small, TrainConfig(epochs=1, seed=0, normalization="none"))
@@ -111,20 +111,75 @@ def test_unnormalized_deep_model_learns_on_every_backend(fashion):
     assert run.model.layers[-1].activation.__name__ == "softmax"  # handed back as the exercise's model
 
 
-def test_fast_path_matches_plain_keras_fit(fashion):
-    """denselab's training (64 batches per call, softmax folded into the loss) against the
-    exercise's plain Keras fit: same seed, 2 epochs, test accuracy within 0.5 pp."""
-    import keras
-
-    from denselab.data import normalize
+def keras_reference_weights(spec, dataset, config):
+    """Keras's own training step, batch for batch: the seed's initial weights, the loop's
+    shuffled batches (loop.batch_plan with the seed's generator), and train_on_batch on the
+    recipe's training model with its optimizer and loss."""
+    from denselab import recipe
+    from denselab.data import NUM_CLASSES, normalize
+    from denselab.loop import batch_plan
     from denselab.model import build_model
+    from denselab.train import seed_everything, training_parts
 
-    fast = train(ModelSpec((20,)), fashion, TrainConfig(epochs=2, seed=4))
-    keras.utils.set_random_seed(4)
-    plain = build_model(ModelSpec((20,)))  # steps_per_execution=1, loss on probabilities
-    plain.fit(normalize(fashion.train_images), fashion.train_labels, epochs=2, batch_size=32, verbose=0)
-    _, plain_accuracy = plain.evaluate(normalize(fashion.test_images), fashion.test_labels, verbose=0)
-    assert abs(fast.evaluation.test_accuracy - plain_accuracy) <= 0.005
+    seed_everything(config.seed)
+    model = build_model(spec)
+    steps = -(-len(dataset.train_labels) // config.batch_size)
+    trainer, optimizer = training_parts(model, config, steps, 0.0, 1.0)
+    loss, labels = recipe.loss_and_labels(config, dataset.train_labels, NUM_CLASSES)
+    trainer.compile(optimizer=optimizer, loss=loss)
+    inputs = normalize(dataset.train_images, config.normalization)
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.epochs):
+        for indices, weights in zip(*batch_plan(len(labels), config.batch_size, rng)):
+            chosen = indices[weights > 0]  # the partial last batch, without its padding
+            trainer.train_on_batch(inputs[chosen], labels[chosen])
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("settings", [{}, {"weight_decay": 0.01, "label_smoothing": 0.1, "schedule": "cosine"}],
+                         ids=["exercise", "adamw-smoothing-cosine"])
+def test_loop_updates_equal_keras_train_on_batch(fashion, settings):
+    # 500 examples: 15 full batches and a partial one of 20; 6 steps per chunk make 3 chunks of 6, the last with 2 skipped steps.
+    small = fashion.subset(train=500, test=100)
+    config = TrainConfig(epochs=2, seed=3, steps_per_execution=6, **settings)
+    run = train(ModelSpec((32, 16)), small, config)
+    reference = keras_reference_weights(ModelSpec((32, 16)), small, config)
+    for ours, theirs in zip(run.model.get_weights(), reference, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-6)
+
+
+def test_seeds_trained_together_equal_seeds_trained_alone(fashion):
+    """Three seeds in one vmapped program against each alone, with dropout, augmentation and
+    the exercise's callback stopping some members before others."""
+    from denselab.train import train_seeds
+
+    small = fashion.subset(train=1500, test=500)
+    spec = ModelSpec((48, 24))
+    recipe_settings = {"dropout_input": 0.1, "dropout_hidden": 0.2, "augment": "shift+flip"}
+    free = train_seeds(spec, small, [TrainConfig(epochs=3, seed=seed, **recipe_settings) for seed in (1, 2, 3)],
+                       together=False)
+    # A threshold between the members' epoch-2 accuracies: some stop after epoch 2, some go on.
+    second = sorted(run.history[1]["accuracy"] for run in free)
+    assert second[0] < second[-1]
+    threshold = (second[0] + second[-1]) / 2
+    configs = [TrainConfig(epochs=3, seed=seed, stop_at_accuracy=threshold, **recipe_settings) for seed in (1, 2, 3)]
+    alone = train_seeds(spec, small, configs, together=False)
+    together = train_seeds(spec, small, configs, together=True)
+    assert sorted(run.epochs_run for run in together) != [3, 3, 3] and min(run.epochs_run for run in together) == 2
+    for single, grouped in zip(alone, together, strict=True):
+        assert single.epochs_run == grouped.epochs_run
+        for key in ("loss", "accuracy"):
+            np.testing.assert_allclose([r[key] for r in grouped.history], [r[key] for r in single.history], rtol=1e-5)
+        assert grouped.evaluation.test_accuracy == pytest.approx(single.evaluation.test_accuracy, abs=0.002)
+        for ours, theirs in zip(grouped.model.get_weights(), single.model.get_weights(), strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+def test_train_seeds_refuses_configs_that_differ_beyond_the_seed(fashion):
+    from denselab.train import train_seeds
+
+    with pytest.raises(ValueError, match="differ only in their seeds"):
+        train_seeds(ModelSpec((20,)), fashion, [TrainConfig(seed=1), TrainConfig(seed=2, epochs=3)])
 
 
 # --- seed_everything: Keras's own seeding without its TensorFlow import ------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from denselab.data import Dataset
-from denselab.runs.engine import Outcome, Progress, Task, execute, plan_runs, train_run
+from denselab.runs.engine import Outcome, Progress, Task, execute, plan_runs, train_runs
 from denselab.runs.executors import InProcess
 from denselab.runs.store import RunStore
 from denselab.study import Study
@@ -27,7 +27,7 @@ def run_study(
     datasets: dict[str, Dataset],
     executor=None,
     on_progress: Callable[[Progress], None] | None = None,
-    task: Task = train_run,
+    task: Task = train_runs,
 ) -> Outcome:
     """Do every (variant, seed) run of `study` that the store does not hold finished yet.
 

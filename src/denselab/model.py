@@ -86,7 +86,7 @@ def compile_model(
 
     `steps_per_execution` runs that many batches per compiled call; it changes speed,
     not the arithmetic. `from_logits` is for training with the softmax folded into the
-    loss (see train.trained_through_logits). Passing the model's trained `optimizer`
+    loss (see train.training_parts). Passing the model's trained `optimizer`
     keeps its state.
     """
     import keras

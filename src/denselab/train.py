@@ -11,7 +11,6 @@ import random
 import secrets
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ from denselab.predict import DensePredictor
 MODEL_FILE, HISTORY_FILE = "model.keras", "history.json"
 # Bump when a change alters what training computes: the study store keys runs on it,
 # so runs trained by older code are not reused as if they were current.
-TRAINING_REVISION = 1
+TRAINING_REVISION = 2  # 2: denselab.loop on JAX (its own shuffles), not Keras's fit
 
 
 SCHEDULES = ("constant", "cosine")
@@ -209,8 +208,66 @@ def train(
     seed when None, recorded in the result), so the same seed gives the same run on the
     same machine and backend.
     """
-    config = config.with_seed()
+    return train_seeds(spec, dataset, [config], [on_progress])[0]
+
+
+def train_seeds(
+    spec: ModelSpec,
+    dataset: Dataset,
+    configs: list[TrainConfig],
+    on_progress: list[ProgressFn | None] | None = None,
+    together: bool | None = None,
+) -> list[TrainingRun]:
+    """Train `spec` once per config; the configs differ only in their seeds.
+
+    On the JAX backend the runs go through denselab.loop, all in one compiled program when
+    `together` (default: where that is faster on this device, loop.grouping_pays), else one
+    after another. Each run's result is the one it gets when trained alone, to float
+    tolerance (tests/test_train.py). Other backends train with Keras's fit.
+    """
+    configs = [config.with_seed() for config in configs]
+    if len({replace(config, seed=None) for config in configs}) != 1:
+        raise ValueError("train_seeds takes configs that differ only in their seeds")
+    on_progress = on_progress or [None] * len(configs)
     cache_compiled_programs()
+    if _keras_backend() != "jax":
+        return [_train_with_keras_fit(spec, dataset, config, report) for config, report in zip(configs, on_progress)]
+    from denselab import loop
+
+    config = configs[0]
+    mean, std = recipe.input_statistics(normalize(dataset.train_images, config.normalization)) \
+        if config.standardize else (0.0, 1.0)
+    steps_per_epoch = -(-len(dataset.train_labels) // config.batch_size)
+    members, models = [], []
+    for member_config, report in zip(configs, on_progress):
+        seed_everything(member_config.seed)
+        model = build_model(spec, config.learning_rate, config.steps_per_execution)
+        trainer, optimizer = training_parts(model, member_config, steps_per_epoch, mean, std)
+        members.append(loop.Member(trainer, optimizer, member_config.seed, report))
+        models.append(model)
+    if together is None:
+        together = len(members) > 1 and loop.grouping_pays()
+    divisor = 255.0 if config.normalization == "scale" else 1.0
+    loop.fit(members, dataset.train_images, dataset.train_labels, config, divisor, together)
+    return [_finished(spec, dataset, member_config, model, member.optimizer, member.history_, mean, std)
+            for member_config, model, member in zip(configs, models, members)]
+
+
+def _finished(spec, dataset, config, model, optimizer, history, mean, std) -> TrainingRun:
+    """The exercise's softmax model back (see training_parts), compiled with its trained optimizer, and evaluated."""
+    import keras
+
+    model.layers[-1].activation = keras.activations.softmax
+    compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=optimizer)
+    if config.standardize:
+        recipe.fold_standardization(model, mean, std)
+    predictor = DensePredictor.from_keras(model, config.normalization)
+    evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
+    return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
+
+
+def _train_with_keras_fit(spec, dataset, config, on_progress) -> TrainingRun:
+    """Training on a backend other than JAX: Keras's fit on the recipe's training model."""
     seed_everything(config.seed)
     model = build_model(spec, config.learning_rate, config.steps_per_execution)
     train_inputs = normalize(dataset.train_images, config.normalization)
@@ -221,17 +278,11 @@ def train(
     if config.stop_at_accuracy is not None:
         callbacks.append(accuracy_threshold_stop(config.stop_at_accuracy, config.min_epochs))
     mean, std = recipe.input_statistics(train_inputs) if config.standardize else (0.0, 1.0)
-    with trained_through_logits(model, config, steps_per_epoch, loss, mean, std) as trainer:
-        trainer.fit(
-            train_inputs, train_labels,
-            epochs=config.epochs, batch_size=config.batch_size,
-            callbacks=callbacks, verbose=0,
-        )
-    if config.standardize:
-        recipe.fold_standardization(model, mean, std)
-    predictor = DensePredictor.from_keras(model, config.normalization)
-    evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
-    return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
+    trainer, optimizer = training_parts(model, config, steps_per_epoch, mean, std)
+    trainer.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=config.steps_per_execution)
+    trainer.fit(train_inputs, train_labels, epochs=config.epochs, batch_size=config.batch_size,
+                callbacks=callbacks, verbose=0)
+    return _finished(spec, dataset, config, model, optimizer, history, mean, std)
 
 
 def cache_compiled_programs() -> None:
@@ -276,13 +327,13 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-@contextmanager
-def trained_through_logits(model, config: TrainConfig, steps_per_epoch: int, loss, mean: float, std: float):
-    """Yield the recipe's training model (denselab.recipe) around `model`; give back the exercise's softmax model.
+def training_parts(model, config: TrainConfig, steps_per_epoch: int, mean: float, std: float):
+    """The recipe's training model (denselab.recipe) around `model`, and its built optimizer.
 
-    Training reads the logits, with the softmax folded into the loss. Cross-entropy of
-    softmax probabilities is computed on the JAX backend as log(clip(p, 1e-7, 1)), whose
-    gradient is zero wherever p < 1e-7. On raw 0-255 pixels (the exercise's un-normalized
+    Training reads the logits, with the softmax folded into the loss, so `model`'s last
+    layer is linear until `_finished` puts the softmax back. Cross-entropy of softmax
+    probabilities is computed on the JAX backend as log(clip(p, 1e-7, 1)), whose gradient
+    is zero wherever p < 1e-7. On raw 0-255 pixels (the exercise's un-normalized
     experiment) a deep model starts with logits so large that nearly every p is below
     that, and training never moves: 10% accuracy (seen). TensorFlow's backend avoids this
     by reading the logits behind the softmax; doing the same here keeps the exercise's
@@ -290,17 +341,11 @@ def trained_through_logits(model, config: TrainConfig, steps_per_epoch: int, los
     """
     import keras
 
-    output_layer = model.layers[-1]
-    output_layer.activation = keras.activations.linear
+    model.layers[-1].activation = keras.activations.linear
     trainer = recipe.training_model(model, config, mean, std)
-    trainer.compile(optimizer=recipe.optimizer(config, steps_per_epoch), loss=loss, metrics=["accuracy"],
-                    steps_per_execution=config.steps_per_execution)
-    try:
-        yield trainer
-    finally:
-        output_layer.activation = keras.activations.softmax
-        # The saved model is compiled as the exercise compiles it, with the trained optimizer's state.
-        compile_model(model, config.learning_rate, config.steps_per_execution, optimizer=trainer.optimizer)
+    optimizer = recipe.optimizer(config, steps_per_epoch)
+    optimizer.build(trainer.trainable_variables)
+    return trainer, optimizer
 
 
 def save_model(model, path: Path) -> Path:

@@ -6,6 +6,11 @@ finished already, marks each run 'running' when it is handed to the executor, wr
 model file and stores its result (or its failure) as it comes back, and reports progress
 in MAC-weighted epochs whatever the executor. A run's task trains the model and measures
 its deployment figures (int8 size, TFLM arena, boards) in the same worker, once.
+
+The engine hands a variant's seeds to one task together where the executor says that pays
+(`groups_seeds`): in this process they then share one compiled training program, and on an
+accelerator they train side by side in it (denselab.loop). Runs on parallel CPU workers go
+one seed per task, which spreads them over the workers.
 """
 
 import hashlib
@@ -61,8 +66,8 @@ class Outcome:
     failed: list[dict]
 
 
-# (variant, dataset, seed, on_progress) -> result with "model_bytes"; see train_run.
-Task = Callable[..., dict]
+# (variant, dataset, seeds, [on_progress per seed] or None) -> [result with "model_bytes" per seed]; see train_runs.
+Task = Callable[..., list[dict]]
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -98,12 +103,18 @@ def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, 
     return requests
 
 
-def train_run(variant: Variant, dataset: Dataset, seed: int, on_progress=None) -> dict:
-    """The default task: train one run, measure its deployment figures, return the model as bytes."""
-    from denselab.firmware import deployment_figures
-    from denselab.train import save_model, train
+def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress=None) -> list[dict]:
+    """The default task: train a variant's seeds, measure each run's deployment figures, return the models as bytes."""
+    from denselab.train import train_seeds
 
-    run = train(variant.spec, dataset, replace(variant.config, seed=seed), on_progress=on_progress)
+    runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress)
+    return [_result(variant, dataset, run) for run in runs]
+
+
+def _result(variant: Variant, dataset: Dataset, run) -> dict:
+    from denselab.firmware import deployment_figures
+    from denselab.train import save_model
+
     with tempfile.TemporaryDirectory(prefix="denselab-run-") as folder:
         model_bytes = save_model(run.model, Path(folder) / "model.keras").read_bytes()
     return {
@@ -124,39 +135,52 @@ def train_run(variant: Variant, dataset: Dataset, seed: int, on_progress=None) -
 
 
 def execute(requests: list[RunRequest], store: RunStore, datasets: dict[str, Dataset], executor,
-            on_progress: Callable[[Progress], None] | None = None, task: Task = train_run) -> Outcome:
+            on_progress: Callable[[Progress], None] | None = None, task: Task = train_runs) -> Outcome:
     """Do every run of `requests` that the store does not hold finished, with `executor`.
 
     Args:
         executor: one of denselab.runs.executors; it decides where and how many at a time.
-        task: what a run does (train_run); tests pass one that fails on purpose.
+        task: what a group of runs does (train_runs); tests pass one that fails on purpose.
 
     Returns:
         The finished runs in plan order, and counts of trained, reused and failed runs.
     """
-    pending = deque(request for request in requests if store.finished(request.key) is None)
+    pending = [request for request in requests if store.finished(request.key) is None]
     tracker = _Tracker(requests, {request.key for request in pending}, on_progress)
     trained, failed, in_flight = 0, [], {}
     with executor.session(datasets) as session:
-        while pending or in_flight:
-            while pending and len(in_flight) < session.capacity:
-                request = pending.popleft()
-                run_id = store.start_run(request.key, request.config)
-                token = session.submit(task, request.variant, request.seed, tracker.within(request))
-                in_flight[token] = (run_id, request)
-            token, result, error = session.next_done()
-            run_id, request = in_flight.pop(token)
-            if error is not None:
-                store.fail_run(run_id, error)
-                failed.append(store.run(run_id))
-            else:
-                prepare_output_dir(request.model_path.parent)
-                write_bytes_atomically(request.model_path, result.pop("model_bytes"))
-                store.finish_run(run_id, {**result, "model_path": str(request.model_path)})
-                trained += 1
-            tracker.finished(request, failed=error is not None)
+        groups = deque(_groups(pending) if session.groups_seeds else [[request] for request in pending])
+        while groups or in_flight:
+            while groups and len(in_flight) < session.capacity:
+                group = groups.popleft()
+                run_ids = [store.start_run(request.key, request.config) for request in group]
+                token = session.submit(task, group[0].variant, [request.seed for request in group],
+                                       [tracker.within(request) for request in group])
+                in_flight[token] = (run_ids, group)
+            token, results, error = session.next_done()
+            run_ids, group = in_flight.pop(token)
+            for position, (run_id, request) in enumerate(zip(run_ids, group)):
+                if error is not None:
+                    store.fail_run(run_id, error)
+                    failed.append(store.run(run_id))
+                else:
+                    result = results[position]
+                    prepare_output_dir(request.model_path.parent)
+                    write_bytes_atomically(request.model_path, result.pop("model_bytes"))
+                    store.finish_run(run_id, {**result, "model_path": str(request.model_path)})
+                    trained += 1
+                tracker.finished(request, failed=error is not None)
     runs = [store.finished(request.key) for request in requests]
     return Outcome([run for run in runs if run is not None], trained, tracker.reused, failed)
+
+
+def _groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
+    """The requests grouped by variant, configuration and data (their keys without the seed), in plan order."""
+    groups: dict[tuple, list[RunRequest]] = {}
+    for request in requests:
+        key = request.key
+        groups.setdefault((key.study, key.variant, key.config_hash), []).append(request)
+    return list(groups.values())
 
 
 class _Tracker:

@@ -1,8 +1,9 @@
 """Where runs train: in this process, in N local worker processes, or on a Ray cluster.
 
-Every executor offers the same session to the engine: `capacity` (how many runs it takes
-at a time), `submit(task, variant, seed, on_progress)` returning a token, and
-`next_done()` returning (token, result, error) for the next run that ended, with the
+Every executor offers the same session to the engine: `capacity` (how many tasks it takes
+at a time), `groups_seeds` (whether a variant's seeds should share one task),
+`submit(task, variant, seeds, on_progress)` returning a token, and `next_done()` returning
+(token, results, error) for the next task that ended, with one result per seed and the
 error as text ("Type: message", then details) or None.
 
 Local worker processes are those of a Ray instance started here, so a worker process that
@@ -28,7 +29,11 @@ def describe_error(error: BaseException) -> str:
 
 
 class InProcess:
-    """One run at a time, in this process, with progress reported batch by batch."""
+    """One task at a time, in this process, with progress reported batch by batch.
+
+    A variant's seeds share a task: they then share one compiled training program, which
+    saves its tracing per seed, and train side by side in it where that pays (denselab.loop).
+    """
 
     @contextlib.contextmanager
     def session(self, datasets):
@@ -37,14 +42,15 @@ class InProcess:
 
 class _InProcessSession:
     capacity = 1
+    groups_seeds = True
 
     def __init__(self, datasets):
         self.datasets, self.done, self.count = datasets, deque(), 0
 
-    def submit(self, task, variant, seed, on_progress) -> int:
+    def submit(self, task, variant, seeds, on_progress) -> int:
         self.count += 1
         try:
-            self.done.append((self.count, task(variant, self.datasets[variant.dataset], seed, on_progress), None))
+            self.done.append((self.count, task(variant, self.datasets[variant.dataset], seeds, on_progress), None))
         except Exception as error:  # noqa: BLE001 - one broken run must not end the others
             self.done.append((self.count, None, describe_error(error)))
         return self.count
@@ -123,9 +129,9 @@ def choose_executor(kind: str, workers: int = 1, address: str | None = None, cpu
     return local_workers(workers) if workers > 1 else InProcess()
 
 
-def _remote_run(task, variant, dataset, seed) -> dict:
-    """What a Ray worker runs: the task, without progress (it reaches the driver per run)."""
-    return task(variant, dataset, seed, None)
+def _remote_run(task, variant, dataset, seeds) -> list[dict]:
+    """What a Ray worker runs: the task, without progress (it reaches the driver per task)."""
+    return task(variant, dataset, seeds, None)
 
 
 class _RaySession:
@@ -133,6 +139,9 @@ class _RaySession:
         import ray
 
         self.capacity = executor.local_cpus or UNBOUNDED
+        # CPU workers take one seed each, which spreads a variant over the workers; a worker
+        # with an accelerator trains a variant's seeds side by side (denselab.loop).
+        self.groups_seeds = executor.gpus_per_run > 0
         self.dataset_refs = dataset_refs
         self.remote = ray.remote(_remote_run).options(
             num_cpus=executor.cpus_per_run, num_gpus=executor.gpus_per_run,
@@ -140,8 +149,8 @@ class _RaySession:
         )
         self.running = []
 
-    def submit(self, task, variant, seed, on_progress):
-        reference = self.remote.remote(task, variant, self.dataset_refs[variant.dataset], seed)
+    def submit(self, task, variant, seeds, on_progress):
+        reference = self.remote.remote(task, variant, self.dataset_refs[variant.dataset], seeds)
         self.running.append(reference)
         return reference
 

@@ -18,7 +18,7 @@ from denselab.export import LiteRTClassifier, calibration_images, convert
 from denselab.firmware import check_under_tflm
 from denselab.model import load_model
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
-from denselab.runs.engine import execute, plan_runs, train_run
+from denselab.runs.engine import execute, plan_runs, train_runs
 from denselab.runs.store import RunStore
 from denselab.search import space
 from denselab.search.run import Trial
@@ -59,7 +59,7 @@ class Finalist:
 
 def retrain_finalists(
     chosen: list[Trial], winner: Trial, target: Target, training: Dataset, load_test: Callable[[], tuple],
-    store: RunStore, group: str, epochs: int, seeds: int, models_dir: Path, out_dir: Path, executor, task=train_run,
+    store: RunStore, group: str, epochs: int, seeds: int, models_dir: Path, out_dir: Path, executor, task=train_runs,
 ) -> list[Finalist]:
     """Retrain `chosen` on all training images with `seeds` seeds, export, score on the test set and check.
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 from denselab.data import Dataset, find_dataset, load_split
 from denselab.errors import BadInput
-from denselab.runs.engine import train_run
+from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.search import MAX_FINALISTS
 from denselab.search.finalists import retrain_finalists
@@ -42,7 +42,7 @@ def journal_path(db: Path) -> Path:
 
 def search(target: Target, settings: SearchSettings, training: Dataset, load_test: Callable[[], tuple],
            db: Path, models_dir: Path, out_dir: Path, executor, batch: int = 1, on_progress=None,
-           task=train_run, max_finalists: int = MAX_FINALISTS) -> dict:
+           task=train_runs, max_finalists: int = MAX_FINALISTS) -> dict:
     """Run (or resume) a search, retrain and check its finalists, write its report; what --json prints.
 
     Args:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from denselab.data import Dataset
 from denselab.errors import BadInput
-from denselab.runs.engine import execute, plan_runs, train_run
+from denselab.runs.engine import execute, plan_runs, train_runs
 from denselab.runs.store import RunStore
 from denselab.search import space
 from denselab.search.split import VALIDATION_IMAGES
@@ -124,7 +124,7 @@ def require_room(target: Target, footprints: Footprints) -> None:
 def run_search(
     target: Target, settings: SearchSettings, trial_data: Dataset, split_record: dict, footprints: Footprints,
     store: RunStore, journal_path: Path, models_dir: Path, executor, batch: int = 1,
-    on_progress: Callable[[Progress], None] | None = None, task=train_run,
+    on_progress: Callable[[Progress], None] | None = None, task=train_runs,
 ) -> tuple[list[Trial], dict[str, float]]:
     """Run (or resume) the trials and promotions of a search; the test set is never touched.
 
