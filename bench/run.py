@@ -1,8 +1,10 @@
 """`make bench`: the exercise's code, denselab's default path and a near-limit JAX loop, side by side.
 
 Each side runs in its own process per model, so start-up, memory and compilation are
-counted separately. Prints one table of ratios measured in this run and writes the raw
-numbers to reports/bench.json. Usage: python bench/run.py [--quick] [--models 20,512x512]
+counted separately. Also: a variant's 3 seeds one after another vs side by side
+(bench/seeds_together.py), and `denselab train` as a whole command against its own epochs.
+Prints tables of ratios measured in this run and writes the raw numbers to
+reports/bench.json. Usage: python bench/run.py [--quick] [--models 20,512x512]
 """
 
 import argparse
@@ -21,7 +23,9 @@ TRAIN_EXAMPLES = 60_000
 
 
 def run_part(script: str, arguments: dict) -> dict:
-    environment = {**os.environ, "PYTHONPATH": str(BENCH), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # bench/ first; a PYTHONPATH given to `make bench` (another checkout's src/) still applies.
+    search_path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": search_path, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, str(BENCH / script), json.dumps(arguments)],
                             capture_output=True, text=True, env=environment)
     if result.returncode != 0:
@@ -29,14 +33,17 @@ def run_part(script: str, arguments: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def command_seconds(hidden: list[int], epochs: int) -> float:
-    """Wall time of `denselab train` as a user runs it: imports, data, compilation included."""
+def command_seconds(hidden: list[int], epochs: int) -> tuple[float, float]:
+    """Wall time of `denselab train` as a user runs it (imports, data, compilation included), and
+    the sum of the epoch times it reports (the first epoch includes compilation)."""
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "denselab", "train", "--hidden", ",".join(map(str, hidden)),
-                        "--epochs", str(epochs), "--seed", "0", "--out", out, "--json"],
-                       check=True, capture_output=True)
-        return time.perf_counter() - started
+        finished = subprocess.run([sys.executable, "-m", "denselab", "train", "--hidden", ",".join(map(str, hidden)),
+                                   "--epochs", str(epochs), "--seed", "0", "--out", out, "--json"],
+                                  check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    history = json.loads(finished.stdout)["history"]
+    return seconds, sum(record["seconds"] for record in history)
 
 
 def macs(hidden: list[int]) -> int:
@@ -52,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 epochs and fewer latency calls: a smoke run")
     parser.add_argument("--models", default=",".join(name(m) for m in MODELS), help="e.g. 20,512x512")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds trained side by side (0: skip that part)")
     parser.add_argument("--out", default="reports/bench.json")
     options = parser.parse_args()
     models = [[int(units) for units in model.split("x")] for model in options.models.split(",")]
@@ -72,8 +80,13 @@ def main() -> None:
         limit = run_part("near_limit.py", {"hidden": hidden, "epochs": epochs})
         results["models"][name(hidden)] = {"reference": reference, "denselab": ours, "near_limit": limit,
                                            "train_flops_per_epoch": 6 * macs(hidden) * TRAIN_EXAMPLES}
+        if options.seeds > 1:
+            print(f"model {name(hidden)}: {options.seeds} seeds alone and together ...", file=sys.stderr, flush=True)
+            results["models"][name(hidden)]["seeds"] = run_part(
+                "seeds_together.py", {"hidden": hidden, "epochs": epochs, "seeds": options.seeds})
     print("denselab train as a command ...", file=sys.stderr, flush=True)
-    results["command"] = {"hidden": models[0], "denselab_seconds": command_seconds(models[0], epochs),
+    command, epoch_sum = command_seconds(models[0], epochs)
+    results["command"] = {"hidden": models[0], "denselab_seconds": command, "denselab_epoch_seconds": epoch_sum,
                           "reference_script_seconds": results["models"][name(models[0])]["reference"]["script_seconds"]}
     print_table(results)
     out = Path(options.out)
@@ -115,7 +128,19 @@ def print_table(results: dict) -> None:
     command = results["command"]
     print(f"whole command, {name(command['hidden'])}, {results['epochs']} epochs: reference script "
           f"{command['reference_script_seconds']:.1f} s, denselab train {command['denselab_seconds']:.1f} s "
-          f"({command['reference_script_seconds'] / command['denselab_seconds']:.1f}x)")
+          f"({command['reference_script_seconds'] / command['denselab_seconds']:.1f}x); denselab train is "
+          f"{command['denselab_seconds'] / command['denselab_epoch_seconds']:.2f}x the sum of its epochs "
+          f"({command['denselab_epoch_seconds']:.2f} s)")
+    seeds = {model: sides["seeds"] for model, sides in results["models"].items() if "seeds" in sides}
+    if seeds:
+        first = next(iter(seeds.values()))
+        print(f"\n{first['seeds']} seeds of one model on {first['device']}, s/epoch per seed:")
+        for model, part in seeds.items():
+            alone = part["one_after_another"]["seconds_per_epoch_per_seed"]
+            together = part["together"]["seconds_per_epoch_per_seed"]
+            print(f"  {model}: one after another {alone:.3f}, side by side {together:.3f} "
+                  f"({alone / together:.2f}x); test accuracies {part['one_after_another']['test_accuracy']} "
+                  f"vs {part['together']['test_accuracy']}")
 
 
 if __name__ == "__main__":
