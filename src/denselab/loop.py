@@ -11,7 +11,7 @@ adapter and unrolls a Python loop over the batches of a call. Measured side by s
 Several members (the seeds of one variant) can train together under `jax.vmap`: stacked
 weights, each member with its own shuffle, dropout and augmentation streams. A member's
 updates are those it would get alone, because nothing is shared but the program. Whether
-grouping pays depends on the device (see `grouping_pays`).
+grouping pays depends on the device and the model's size (see `grouping_pays`).
 
 An epoch is `steps` batches of `batch_size` indices into the training set. When the set is
 not a whole number of batches, the last batch is padded with weight-0 examples, so the loss
@@ -44,19 +44,29 @@ class Member:
     history_: list[dict] = field(default_factory=list)
 
 
-def grouping_pays(device_platform: str | None = None) -> bool:
-    """Whether training a variant's seeds together is faster than one after another, here.
+# On a CPU, side by side pays only for the smallest models, whose steps are mostly fixed
+# per-step cost that a group shares. Measured on this project's 2-core CPU, 3 seeds, s/epoch
+# per seed (make bench, bench/seeds_together.py): Dense(20) 1.38-1.49x faster, Dense(32)
+# 1.06x, Dense(40) 1.02x, Dense(128) 0.88x, Dense(512) 0.65x, 512 -> 512 0.56x: for larger
+# models XLA's batched matrix products ran slower than one seed's products one at a time.
+CPU_GROUP_MAX_MACS = 20_000
 
-    On this project's 2-core CPU it was not: XLA's batched matrix products ran slower than
-    the same products one seed at a time (docs/benchmarks.md, "seeds trained together").
-    On an accelerator the per-step work of one small model leaves the device mostly idle,
-    which is what grouping fills.
+
+def grouping_pays(macs: int, device_platform: str | None = None) -> bool:
+    """Whether training a variant's seeds side by side is faster than one after another, here.
+
+    Args:
+        macs: the model's multiply-accumulates per image (ModelSpec.macs).
+        device_platform: "cpu", "gpu", ...; default: JAX's default backend.
+
+    On an accelerator one small model's steps leave the device mostly idle, which is what
+    a group fills; on a CPU see CPU_GROUP_MAX_MACS.
     """
     if device_platform is None:
         import jax
 
         device_platform = jax.default_backend()
-    return device_platform != "cpu"
+    return device_platform != "cpu" or macs <= CPU_GROUP_MAX_MACS
 
 
 def batch_plan(examples: int, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

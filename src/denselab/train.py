@@ -246,7 +246,7 @@ def train_seeds(
         members.append(loop.Member(trainer, optimizer, member_config.seed, report))
         models.append(model)
     if together is None:
-        together = len(members) > 1 and loop.grouping_pays()
+        together = len(members) > 1 and loop.grouping_pays(spec.macs())
     divisor = 255.0 if config.normalization == "scale" else 1.0
     loop.fit(members, dataset.train_images, dataset.train_labels, config, divisor, together)
     return [_finished(spec, dataset, member_config, model, member.optimizer, member.history_, mean, std)

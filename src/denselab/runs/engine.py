@@ -9,7 +9,8 @@ its deployment figures (int8 size, TFLM arena, boards) in the same worker, once.
 
 The engine hands a variant's seeds to one task together where the executor says that pays
 (`groups_seeds`): in this process they then share one compiled training program, and on an
-accelerator they train side by side in it (denselab.loop). Runs on parallel CPU workers go
+accelerator (or, on a CPU, for the smallest models) they train side by side in it
+(denselab.loop). Runs on parallel CPU workers go
 one seed per task, which spreads them over the workers.
 """
 
