@@ -69,6 +69,20 @@ def test_findings_are_computed_from_the_stored_numbers(explored):
     assert f"{(mean['wide'] - mean['narrow']) * 100:+.2f} pp" in report
 
 
+def test_report_answers_first_and_names_each_comparison_once(explored):
+    root, summary = explored
+    lines = (root / "report" / "report.md").read_text().splitlines()
+    sections = [line for line in lines if line.startswith("## ")]
+    assert sections[:2] == ["## Answers", "## Findings"]
+    first_bullet = next(line for line in lines if line.startswith("- "))
+    assert first_bullet == f"- {summary['findings'][0]['answer']}"
+    question = summary["findings"][0]["question"]
+    headings = [line for line in lines if line.startswith("**") and question in line]
+    assert headings == [f"**{question}**"]
+    html = (root / "report" / "report.html").read_text()
+    assert html.index("<h2>Answers</h2>") < html.index("<h2>Findings</h2>") < html.index("<h2>Variants")
+
+
 def test_report_files_with_embedded_images(explored):
     root, _ = explored
     html = (root / "report" / "report.html").read_text()

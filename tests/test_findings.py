@@ -52,5 +52,25 @@ def test_findings_come_from_the_numbers():
     assert summaries[1].metrics["test_accuracy"].mean == pytest.approx(0.905)
 
 
+def test_each_question_is_answered_in_one_sentence_from_its_interval():
+    study = parse_study(SMALL_STUDY, "small.toml")
+    clear = [fake_run("narrow", 0, 0.80, 1.0), fake_run("narrow", 1, 0.81, 1.1),
+             fake_run("wide", 0, 0.90, 2.0), fake_run("wide", 1, 0.91, 2.1)]
+    [finding] = answer_questions(study, clear)
+    answer = finding.answer()
+    assert answer.startswith(f"{study.questions[0].question}: test accuracy rose by 10.00 pp, 95% CI [")
+    assert "more than noise over 2 and 2 seeds" in answer
+    assert answer.endswith(".") and ". " not in answer  # one sentence
+    # The time ratio is the variants' means: (2.0 + 2.1) / (1.0 + 1.1) = 1.95.
+    assert answer.endswith("training took 1.95× the baseline's time.")
+    noisy = [fake_run("narrow", 0, 0.80, 1.0), fake_run("narrow", 1, 0.90, 2.0),
+             fake_run("wide", 0, 0.81, 1.0, epochs=2), fake_run("wide", 1, 0.91, 2.0, epochs=2)]
+    [finding] = answer_questions(study, noisy)
+    assert "no change in test accuracy that 2 and 2 seeds can tell from noise (+1.00 pp, 95% CI [" in finding.answer()
+    assert "1.0 more epochs; no measurable change in training time" in finding.answer()
+    [finding] = answer_questions(study, clear[::2])
+    assert "test accuracy moved +10.00 pp (one seed per side: no interval)" in finding.answer()
+
+
 def test_training_time_leaves_out_compilation():
     assert training_seconds(fake_run("x", 0, 0.8, 0.5, epochs=4)) == 2.0

@@ -110,6 +110,27 @@ class Finding:
             f"({_relative(self.train_seconds, self.baseline_train_seconds)}; {_verdict(self.train_seconds, self.seeds)}).",
         ] + ([f"Epochs run: {self.epochs.estimate:+.1f} on average."] if self.epochs.estimate else [])
 
+    def answer(self) -> str:
+        """The question answered in one sentence, worded from the difference and its interval."""
+        accuracy, seeds = self.accuracy, f"{self.seeds[0]} and {self.seeds[1]} seeds"
+        interval = "" if accuracy.low is None else f", 95% CI [{accuracy.low * 100:+.2f}, {accuracy.high * 100:+.2f}] pp"
+        if accuracy.distinguishable is None:
+            said = f"test accuracy moved {accuracy.estimate * 100:+.2f} pp (one seed per side: no interval)"
+        elif accuracy.distinguishable:
+            said = (f"test accuracy {'rose' if accuracy.estimate > 0 else 'fell'} by "
+                    f"{abs(accuracy.estimate) * 100:.2f} pp{interval}, more than noise over {seeds}")
+        else:
+            said = (f"no change in test accuracy that {seeds} can tell from noise "
+                    f"({accuracy.estimate * 100:+.2f} pp{interval})")
+        ratio = _relative(self.train_seconds, self.baseline_train_seconds) + " time"
+        if self.train_seconds.distinguishable:
+            time = f"training took {ratio}"
+        else:
+            time = f"no measurable change in training time ({ratio})"
+        if self.epochs.estimate:
+            time = f"{abs(self.epochs.estimate):.1f} {'fewer' if self.epochs.estimate < 0 else 'more'} epochs; {time}"
+        return f"{self.question.question}: {said}; {time}."
+
 
 def answer_questions(study: Study, runs: list[dict]) -> list[Finding]:
     """A finding for each question whose two variants both have finished runs."""

@@ -149,10 +149,12 @@ def _rows_with_deployment(report: Report) -> list[tuple[str, ...]]:
 
 def _markdown(report: Report) -> str:
     lines = [f"# denselab study: {report.study.name}", "", report.study.description, "",
-             f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", "",
-             "## Findings", ""]
+             f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", ""]
+    if report.findings:
+        lines += ["## Answers", "", *[f"- {finding.answer()}" for finding in report.findings], "",
+                  "## Findings", ""]
     for finding in report.findings:
-        lines.append(f"**{finding.question.question}** ({finding.question.baseline} → {finding.question.variant})")
+        lines.append(f"**{finding.question.question}**")
         lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
     header = TABLE_HEADER + DEPLOYMENT_HEADER
     lines += ["## Variants (mean ± std over seeds)", "",
@@ -180,11 +182,13 @@ def _html(report: Report) -> str:
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{color:#555;font-style:italic}",
         "</style></head><body>",
         f"<h1>denselab study: {e(report.study.name)}</h1><p>{e(report.study.description)}</p>",
-        f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p><h2>Findings</h2>",
+        f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p>",
     ]
+    if report.findings:
+        parts.append("<h2>Answers</h2><ul>" + "".join(f"<li>{e(f.answer())}</li>" for f in report.findings)
+                     + "</ul><h2>Findings</h2>")
     for finding in report.findings:
-        q = finding.question
-        parts.append(f"<h3>{e(q.question)} ({e(q.baseline)} → {e(q.variant)})</h3><ul>")
+        parts.append(f"<h3>{e(finding.question.question)}</h3><ul>")
         parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
     parts.append("<h2>Variants (mean ± std over seeds)</h2><table><tr>")
     parts += [f"<th>{e(cell)}</th>" for cell in TABLE_HEADER + DEPLOYMENT_HEADER] + ["</tr>"]

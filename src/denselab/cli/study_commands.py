@@ -73,7 +73,8 @@ def explore(
                          for s in report.summaries],
             "findings": [{"question": f.question.question, "baseline": f.question.baseline, "variant": f.question.variant,
                           "accuracy_difference": vars(f.accuracy), "train_seconds_difference": vars(f.train_seconds),
-                          "accuracy_distinguishable": f.accuracy.distinguishable, "sentences": f.sentences()}
+                          "accuracy_distinguishable": f.accuracy.distinguishable, "answer": f.answer(),
+                          "sentences": f.sentences()}
                          for f in report.findings],
         })
     else:
@@ -87,11 +88,9 @@ def _print_report(report, outcome, out: Path) -> None:
                   + (f", [red]{len(outcome.failed)} failed[/]" if outcome.failed else ""))
     console.print(_variants_table(report.summaries))
     console.print("mean ± std over seeds; test loss and seeds per variant are in report.md", style="dim")
+    # One sentence per question; the differences in detail are in the report.
     for finding in report.findings:
-        q = finding.question
-        console.print(f"[bold]{escape(q.question)}[/] ({escape(q.baseline)} → {escape(q.variant)})")
-        for sentence in finding.sentences():
-            console.print(f"  {escape(sentence)}", highlight=False)
+        console.print(f"- {escape(finding.answer())}", highlight=False)
     for run in outcome.failed:
         console.print(f"[red]failed[/]: {escape(run['variant'])} seed {run['seed']}: {escape(run['error'].splitlines()[0])}")
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
