@@ -95,6 +95,17 @@ def deeper_dir(fashion, tmp_path_factory):
     return save_run(run, tmp_path_factory.mktemp("deeper"))
 
 
+@pytest.fixture(scope="session")
+def tanh_int8_model(fashion, tmp_path_factory) -> Path:
+    """An untrained Dense(16, tanh) model converted to int8: a .tflite with a TANH op, which the C runtime refuses."""
+    from denselab.export import calibration_images, convert
+    from denselab.model import ModelSpec, build_model
+
+    path = tmp_path_factory.mktemp("tanh") / "tanh_int8.tflite"
+    path.write_bytes(convert(build_model(ModelSpec((16,), "tanh")), "int8", calibration_images(fashion, 50)))
+    return path
+
+
 def stored_runs(db: Path) -> list[dict]:
     """Every row of a run database, as SQLite holds it (JSON columns as text), by variant and seed."""
     with sqlite3.connect(db) as connection:

@@ -244,15 +244,11 @@ def test_a_model_that_quantizes_its_own_input_runs_the_same(trained_dir, fashion
 # --- refused input: one line, exit 2, no files --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def odd_models(fashion, tmp_path_factory):
+def odd_models(tanh_int8_model, tmp_path_factory):
     """A tanh model converted to int8 (a TANH op) and a float32 export, as .tflite files."""
-    folder = tmp_path_factory.mktemp("odd-models")
-    images = calibration_images(fashion, 50)
-    tanh = folder / "tanh_int8.tflite"
-    tanh.write_bytes(convert(build_model(ModelSpec((16,), "tanh")), "int8", images))
-    floating = folder / "float32.tflite"
+    floating = tmp_path_factory.mktemp("odd-models") / "float32.tflite"
     floating.write_bytes(convert(build_model(ModelSpec((16,))), "none"))
-    return tanh, floating
+    return tanh_int8_model, floating
 
 
 def test_refuses_a_model_with_another_op_naming_it(odd_models, tmp_path):

@@ -88,6 +88,14 @@ def normalize(images: np.ndarray, normalization: str = "scale") -> np.ndarray:
     return images / np.float32(255.0) if normalization == "scale" else images
 
 
+def _shown(path: Path) -> str:
+    """A path as a message shows it: under the home directory as ~/…, as the user knows it."""
+    try:
+        return "~/" + str(Path(path).relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def check_normalization(normalization: str) -> None:
     if normalization not in NORMALIZATIONS:
         raise BadInput(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -240,7 +248,7 @@ def find_dataset(
     candidates = [(d, f"system package ({d})") for d in (SYSTEM_DIRS[name] if system_dirs is None else system_dirs)]
     candidates.append((keras_cache_dir(name), f"Keras cache ({keras_cache_dir(name)})"))
     for directory, label in candidates:
-        looked.append(str(directory))
+        looked.append(_shown(directory))
         if has_dataset_files(directory):
             return directory, label
     if allow_download:

@@ -41,7 +41,8 @@ def read_dense_weights(path: Path) -> DenseWeights:
             weights_file = archive.read("model.weights.h5")
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
             OverflowError) as error:  # what zipfile and zlib raise for damaged archives
-        raise BadInput(f"{path} is not a Keras model file ({type(error).__name__})") from None
+        reason = {zipfile.BadZipFile: "not a zip archive", KeyError: "no config.json or model.weights.h5 in it"}
+        raise BadInput(f"{path} is not a Keras model file ({reason.get(type(error), type(error).__name__)})") from None
     units, activation = _architecture(config, path)
     kernels, biases = _variables(weights_file, units, path)
     name = str(config.get("config", {}).get("name", path.stem)) if isinstance(config, dict) else path.stem

@@ -127,13 +127,16 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 
 def _print_exports(report: dict) -> None:
-    table = Table("quantize", "bytes", "test accuracy", "drop (pp)", "top-1 agreement", "file",
-                  title=f"{escape(report['model'])}: Keras test accuracy {report['keras_test_accuracy']:.4f}",
+    # 80 columns: the files are listed under the table, where a long path may wrap.
+    table = Table(title=f"{escape(report['model'])}: Keras test accuracy {report['keras_test_accuracy']:.4f}",
                   box=box.SIMPLE_HEAD)
+    for header in ("quantize", "bytes", "test accuracy", "drop (pp)", "top-1 agreement"):
+        table.add_column(header, no_wrap=True, justify="left" if header == "quantize" else "right")
     for row in report["exports"]:
         table.add_row(row["quantize"], f"{row['size_bytes']:,}", f"{row['test_accuracy']:.4f}",
-                      f"{row['accuracy_drop'] * 100:+.2f}", f"{row['top1_agreement']:.4f}", escape(row["path"]))
+                      f"{row['accuracy_drop'] * 100:+.2f}", f"{row['top1_agreement']:.4f}")
     console.print(table)
+    console.print("files: " + ", ".join(escape(row["path"]) for row in report["exports"]), highlight=False)
     console.print(f"MACs per inference: {report['macs']:,}")
     if report["tflm"]:
         tflm = report["tflm"]
