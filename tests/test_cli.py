@@ -29,6 +29,14 @@ def assert_no_third_party_logs(result) -> None:
         assert not marks, f"{marks} in:\n{stream[-3000:]}"
 
 
+def assert_fits_80_columns(text: str) -> None:
+    """Printed at COLUMNS=80: no line is wider, and no table cell was cut short with an ellipsis."""
+    assert text.strip()
+    for line in text.splitlines():
+        assert len(line.rstrip()) <= 80, f"wider than 80 columns:\n{line}"
+        assert "…" not in line, f"a cell cut short:\n{line}"
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

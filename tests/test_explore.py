@@ -20,7 +20,7 @@ from denselab.report import build_report, write_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
-from test_cli import assert_one_line_error, denselab
+from test_cli import assert_fits_80_columns, assert_one_line_error, denselab
 from test_study import SMALL_STUDY
 
 
@@ -147,8 +147,16 @@ def test_runs_commands(explored):
     assert compared["differing_settings"]["hidden_units"] == [[20], [40]]
     assert denselab("runs", "show", "999", "--db", db).returncode == 2
     assert denselab("runs", "list", "--db", root / "absent.sqlite").returncode == 2
-    table = denselab("runs", "list", "--db", db)
+    table = denselab("runs", "list", "--db", db, env={"COLUMNS": "80"})
     assert table.returncode == 0 and "narrow" in table.stdout
+    assert_fits_80_columns(table.stdout)
+    fields = denselab("runs", "show", str(listed[0]["id"]), "--db", db, env={"COLUMNS": "80"})
+    assert fields.returncode == 0 and "model_path" in fields.stdout
+    # A field and its value per line, never split across lines (the terminal wraps a long value);
+    # then the history table, in 80 columns.
+    fields_part, history = fields.stdout.split("history", 1)
+    assert all(re.match(r"[a-z0-9_.]+ {2}", line) for line in fields_part.splitlines() if line.strip())
+    assert_fits_80_columns(history)
 
 
 def test_resume_after_sigkill_mid_run(small_study_file, fashion_slice_dir, tmp_path):

@@ -24,7 +24,7 @@ from denselab.search.run import SearchSettings
 from denselab.search.split import validation_indices
 from denselab.search.target import resolve_target
 from denselab.study import load_study
-from test_cli import assert_no_third_party_logs, assert_one_line_error, denselab
+from test_cli import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
 
 TINY = ("--trials", "3", "--epochs-max", "1", "--validation", "1000")
 
@@ -92,6 +92,15 @@ def test_a_rerun_trains_nothing_and_changes_no_run(searched, fashion_slice_dir):
     assert again.returncode == 0, again.stderr[-3000:]
     assert stored_runs(root / "runs.sqlite") == before
     assert json.loads(again.stdout)["best"]["test_accuracy_int8"] == first["best"]["test_accuracy_int8"]
+
+
+def test_the_terminal_summary_fits_80_columns(searched, fashion_slice_dir):
+    root, _ = searched
+    args = [arg for arg in search_args(fashion_slice_dir, root) if arg != "--json"]
+    result = denselab(*args, env={"COLUMNS": "80"})  # every trial and finalist reused: quick
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_fits_80_columns(result.stdout)
+    assert "* the winner" in result.stdout and " * " in result.stdout
 
 
 def test_the_test_set_is_read_once_and_only_after_every_trial(fashion_slice_dir, tmp_path):

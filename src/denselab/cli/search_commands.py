@@ -80,12 +80,17 @@ def _print_result(result: dict) -> None:
     best = result["best"]
     console.print(f"{result['trials']} trials trained, {result['rejected']} refused before training (too large), "
                   f"{result['failed']} failed")
-    table = Table("finalist", "int8 val.", "int8 test (3 seeds)", "bytes", "arena", "fits", box=box.SIMPLE_HEAD)
+    # 80 columns: short headers, no cell wraps; the winner is starred and named below.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("finalist", "val. int8", "test int8, 3 seeds", "bytes", "arena", "fits"):
+        table.add_column(header, no_wrap=True, justify="left" if header == "finalist" else "right")
     for finalist in result["pareto"]:
-        table.add_row(finalist["name"] + (" (winner)" if finalist["winner"] else ""), f"{finalist['val_accuracy_int8']:.4f}",
+        table.add_row(escape(finalist["name"]) + (" *" if finalist["winner"] else ""), f"{finalist['val_accuracy_int8']:.4f}",
                       f"{finalist['test_accuracy_int8_mean']:.4f} ± {finalist['test_accuracy_int8_std']:.4f}",
                       f"{finalist['int8_bytes']:,}", f"{finalist['arena_bytes']:,}", "yes" if finalist["fits"] else "no")
     console.print(table)
+    console.print("* the winner: the most accurate on the validation split that fits; val.: validation "
+                  "accuracy of the int8 model", style="dim")
     if best:
         console.print(f"winner: {escape(best['tflite_path'])}; reproduce it with "
                       f"denselab explore --study {escape(best['study_path'])}")

@@ -159,6 +159,7 @@ class _study_progress:
 runs_app = typer.Typer(help="Read the run database: list, show and compare runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 RUN_COLUMNS = ("id", "study", "variant", "seed", "status", "test_accuracy", "test_loss", "epochs_run", "seconds_per_epoch")
+RUN_HEADERS = {"test_accuracy": "test acc.", "test_loss": "test loss", "epochs_run": "epochs", "seconds_per_epoch": "s/epoch"}
 
 
 def _open_existing_store(db: Path):
@@ -187,10 +188,17 @@ def runs_list(
     if as_json:
         print_json([{column: run[column] for column in RUN_COLUMNS} for run in runs])
         return
-    table = Table(*RUN_COLUMNS, box=box.SIMPLE_HEAD)
-    for run in runs:
-        table.add_row(*[_cell(run[column]) for column in RUN_COLUMNS])
-    console.print(table)
+    # 80 columns: one table per study, titled with it, and short headers; no cell wraps.
+    for study_name in dict.fromkeys(run["study"] for run in runs):
+        table = Table(title=escape(study_name), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for column in RUN_COLUMNS:
+            if column != "study":
+                table.add_column(RUN_HEADERS.get(column, column), no_wrap=True, overflow="ellipsis",
+                                 justify="left" if column in ("variant", "status") else "right")
+        for run in runs:
+            if run["study"] == study_name:
+                table.add_row(*[_cell(run[column]) for column in RUN_COLUMNS if column != "study"])
+        console.print(table)
 
 
 @runs_app.command("show")
@@ -202,13 +210,13 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab 
     if as_json:
         print_json(run)
         return
-    table = Table("field", "value", box=box.SIMPLE_HEAD)
-    for key, value in run.items():
-        if key not in ("history", "confusion_matrix", "per_class_accuracy", "config", "error"):
-            table.add_row(key, _cell(value))
-    for key, value in (run["config"] or {}).items():
-        table.add_row(f"config.{key}", _cell(value))
-    console.print(table)
+    # Field and value on a line each, not a table: a long value (a path) wraps as text does.
+    fields = [(key, value) for key, value in run.items()
+              if key not in ("history", "confusion_matrix", "per_class_accuracy", "config", "error")]
+    fields += [(f"config.{key}", value) for key, value in (run["config"] or {}).items()]
+    width = max(len(key) for key, _ in fields)
+    for key, value in fields:
+        console.print(f"{key:<{width}}  {_cell(value)}", highlight=False, soft_wrap=True)
     if run["history"]:
         history = Table("epoch", "loss", "accuracy", "seconds", title="history", box=box.SIMPLE_HEAD)
         for record in run["history"]:
