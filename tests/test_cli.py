@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,14 +19,20 @@ def denselab(*args, env=None, cwd=None):
     )
 
 
-# What TensorFlow, absl, LiteRT, TFLM, JAX and Python's warnings print when they get to the terminal.
-THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNPACK", "Warning:", "INFO:")
+# What TensorFlow, absl, LiteRT, TFLM, JAX, Ray and Python's warnings print when they get to the terminal.
+THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNPACK", "Warning:", "INFO:",
+                         "\tINFO ", "\tWARNING ", "(raylet)", "Token authentication")
+
+
+# A C++ log line: Ray's core ("[2026-11-30 15:49:39,983 W 15718 15718] network_util.cc:330: ...")
+# or glog's and absl's ("W1130 15:49:39.983 15718 port.cc:153] ...").
+CPP_LOG_LINE = re.compile(r"^(?:\[[^\]\n]*\] \w+\.(?:cc|h):\d+|[IWEF]\d{4} [\d:.]+ +\d+ \w+\.(?:cc|h):\d+\])", re.MULTILINE)
 
 
 def assert_no_third_party_logs(result) -> None:
     """Neither stream of a command carries another library's log lines."""
     for stream in (result.stdout, result.stderr):
-        marks = [mark for mark in THIRD_PARTY_LOG_MARKS if mark in stream]
+        marks = [mark for mark in THIRD_PARTY_LOG_MARKS if mark in stream] + CPP_LOG_LINE.findall(stream)
         assert not marks, f"{marks} in:\n{stream[-3000:]}"
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import inside, stored_runs
-from test_cli import denselab
+from test_cli import assert_no_third_party_logs, denselab
 from test_study import SMALL_STUDY
 
 
@@ -37,6 +37,8 @@ def test_explore_on_the_cluster_as_the_readme_says(ray_cluster, fashion_slice_di
                             timeout=900)
     assert local.returncode == 0, local.stderr
     assert on_ray.returncode == 0, on_ray.stderr
+    assert_no_third_party_logs(local)
+    assert_no_third_party_logs(on_ray)
     for here, there in zip(stored_runs(tmp_path / "local" / "runs.sqlite"), stored_runs(tmp_path / "ray" / "runs.sqlite"),
                            strict=True):
         assert (here["variant"], here["seed"], here["test_accuracy"]) == (there["variant"], there["seed"], there["test_accuracy"])

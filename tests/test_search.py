@@ -167,6 +167,7 @@ def test_the_search_runs_on_the_other_executors(kind, fashion_slice_dir, tmp_pat
     command = [*prefix, sys.executable, "-m", "denselab", *map(str, search_args(fashion_slice_dir, tmp_path, *extra))]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_third_party_logs(result)  # Ray's warning about token authentication came here once
     check_finalists(json.loads(result.stdout.strip().splitlines()[-1]), fashion_slice_dir)
 
 

@@ -12,9 +12,14 @@ once, and each task sends its model back as bytes: the nodes need no shared file
 """
 
 import contextlib
+import os
+import sys
+import tempfile
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from denselab.errors import BadInput
 
@@ -75,11 +80,20 @@ class RayExecutor:
 
     @contextlib.contextmanager
     def session(self, datasets):
-        import ray
+        # Ray turns token authentication on by itself for a local instance, and for a cluster when
+        # ~/.ray/auth_token exists, and then logs a warning that says so to the terminal. Asking
+        # for it explicitly in those same cases, before Ray reads its configuration at import,
+        # keeps the same security without that line. (Once Ray is imported, its configuration is
+        # read: changing the mode then leaves its processes disagreeing, seen as a GCS timeout.)
+        local_or_token = self.address is None or (Path.home() / ".ray" / "auth_token").is_file()
+        if local_or_token and "ray" not in sys.modules:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        with _native_stderr_aside():
+            import ray
 
-        started = not ray.is_initialized()
-        if started:
-            self._join(ray)
+            started = not ray.is_initialized()
+            if started:
+                self._join(ray)
         try:
             yield _RaySession(self, {name: ray.put(dataset) for name, dataset in datasets.items()})
         finally:
@@ -89,7 +103,11 @@ class RayExecutor:
     def _join(self, ray) -> None:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
         try:
-            ray.init(**self._init_options())
+            with warnings.catch_warnings():
+                # JAX warns at every fork once it is imported; Ray's fork is subprocess's fork-and-exec,
+                # which runs no JAX code in the child.
+                warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
+                ray.init(**self._init_options())
         except ray.exceptions.AuthenticationError:
             raise BadInput(f"{where} needs its authentication token: copy ~/.ray/auth_token from the head node "
                            "into this machine's ~/.ray/ (or set RAY_AUTH_TOKEN_PATH)") from None
@@ -107,6 +125,23 @@ class RayExecutor:
             # on loopback; a local study should not talk over the network at all.
             options["_node_ip_address"] = "127.0.0.1"
         return options
+
+
+@contextlib.contextmanager
+def _native_stderr_aside():
+    """While Ray starts, its C++ core writes log lines straight to file descriptor 2 (such as failing
+    to reach 8.8.8.8 to learn the machine's address, on a machine without internet). They go to a
+    temporary file instead; a failure to start still reaches the user as an exception."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def local_workers(count: int) -> RayExecutor:
