@@ -14,7 +14,7 @@ from denselab.firmware import (
 )
 from denselab.model import ModelSpec
 from denselab.train import TrainConfig, load_trained_model, save_run, train
-from test_cli import assert_one_line_error, denselab
+from test_cli import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,20 @@ def test_cli_export_json(trained_dir, fashion_slice_dir, tmp_path):
     assert report["target"]["fits"] is True and report["macs"] == 15_880
     sizes = {row["quantize"]: row["size_bytes"] for row in report["exports"]}
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
+
+
+def test_other_libraries_log_lines_reach_the_terminal_only_with_verbose(trained_dir, fashion_slice_dir, tmp_path):
+    """The silence is denselab's doing: the same int8 export under TFLM prints TensorFlow's, absl's or
+    TFLM's own lines with --verbose, and none without."""
+    args = ["export", trained_dir / "model.keras", "--out", tmp_path / "out", "--data-dir", fashion_slice_dir,
+            "--tflm-images", "20", "--calibration", "20", "--json"]
+    quiet = denselab(*args)
+    loud = denselab("--verbose", *args)
+    assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr[-2000:]
+    assert_no_third_party_logs(quiet)
+    with pytest.raises(AssertionError):
+        assert_no_third_party_logs(loud)
+    assert json.loads(quiet.stdout)["exports"][0]["size_bytes"] == json.loads(loud.stdout.strip().splitlines()[-1])["exports"][0]["size_bytes"]
 
 
 def test_cli_export_of_a_model_trained_on_tensorflow(fashion_slice_dir, tmp_path):

@@ -7,9 +7,7 @@ converts that with `TFLiteConverter.from_saved_model`. Going through the weights
 than `model.export` makes the result the same whichever Keras backend trained the model.
 """
 
-import contextlib
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from denselab.data import IMAGE_SIDE, Dataset, normalize
 from denselab.errors import BadInput
 from denselab.model import spec_of
+from denselab.quiet import c_output_silenced, verbose
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 CALIBRATION_IMAGES = 500  # training images used to calibrate int8 ranges
@@ -49,30 +48,9 @@ def check_quantize(quantize: str) -> None:
         raise BadInput(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
 
 
-@contextlib.contextmanager
-def c_output_silenced():
-    """Silence what C++ libraries print straight to file descriptors 1 and 2.
-
-    TensorFlow's converter logs through absl, LiteRT announces its XNNPACK delegate and
-    TFLM prints a line per interpreter and its allocation failures; none of it is for the
-    user, and stdout must stay clean for --json. Python exceptions still carry the errors.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        for descriptor, copy in zip((1, 2), saved):
-            os.dup2(copy, descriptor)
-            os.close(copy)
-
-
 def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    if not verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     with c_output_silenced():  # absl's and oneDNN's start-up lines ignore the variable above
         import tensorflow as tf
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from denselab.deploy.boards import boards_that_fit, io_bytes, target_verdict
 from denselab.errors import BadInput
-from denselab.export import LiteRTClassifier, c_output_silenced, op_names
+from denselab.export import LiteRTClassifier, op_names
+from denselab.quiet import c_output_silenced
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 
 TFLM_IMAGES = 1000  # test images run through TFLM: enough to trust its accuracy to ~1 pp

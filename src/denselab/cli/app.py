@@ -5,6 +5,7 @@ The command modules (`model_commands`, `study_commands`) register themselves on 
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from denselab.errors import BadInput
+from denselab.quiet import VERBOSE_VARIABLE
 
 app = typer.Typer(
     help="The 'Exploring DNN learning' exercise on Fashion-MNIST: train, evaluate and predict with dense networks.",
@@ -21,6 +23,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Let other libraries' log lines (TensorFlow, absl, LiteRT, TFLM, JAX, Ray) reach the terminal.",
+)] = False):
+    """The 'Exploring DNN learning' exercise on Fashion-MNIST: train, evaluate and predict with dense networks."""
+    if verbose:
+        os.environ[VERBOSE_VARIABLE] = "1"  # read by denselab.quiet, here and in worker processes
+
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -16,7 +16,7 @@ from denselab.deploy import toolchain
 from denselab.data import normalize
 from denselab.deploy.c_source import SOURCE, pixel_table
 from denselab.deploy.quantized import QuantizedClassifier
-from denselab.export import c_output_silenced
+from denselab.quiet import c_output_silenced
 
 HARNESS = """/* denselab's host check: int8 inputs on stdin, int8 outputs on stdout. */
 #include <stdio.h>

@@ -191,7 +191,7 @@ def _verify(model_bytes: bytes, source) -> None:
     offset and length, so a damaged file could send it far out of bounds or into a huge loop."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from denselab.export import c_output_silenced
+    from denselab.quiet import c_output_silenced
 
     try:
         with c_output_silenced():

@@ -14,7 +14,6 @@ once, and each task sends its model back as bytes: the nodes need no shared file
 import contextlib
 import os
 import sys
-import tempfile
 import traceback
 import warnings
 from collections import deque
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from denselab.errors import BadInput
+from denselab.quiet import c_output_silenced, verbose
 
 MAX_RETRIES = 2  # a Ray task whose worker process dies is run again up to this many times
 UNBOUNDED = 1_000_000  # Ray schedules every submitted task itself
@@ -88,7 +88,9 @@ class RayExecutor:
         local_or_token = self.address is None or (Path.home() / ".ray" / "auth_token").is_file()
         if local_or_token and "ray" not in sys.modules:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
-        with _native_stderr_aside():
+        # Ray's C++ core logs its start-up straight to the terminal (for one, failing to reach
+        # 8.8.8.8 to learn the machine's address on a machine without internet).
+        with c_output_silenced():
             import ray
 
             started = not ray.is_initialized()
@@ -106,7 +108,8 @@ class RayExecutor:
             with warnings.catch_warnings():
                 # JAX warns at every fork once it is imported; Ray's fork is subprocess's fork-and-exec,
                 # which runs no JAX code in the child.
-                warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
+                if not verbose():
+                    warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
                 ray.init(**self._init_options())
         except ray.exceptions.AuthenticationError:
             raise BadInput(f"{where} needs its authentication token: copy ~/.ray/auth_token from the head node "
@@ -125,23 +128,6 @@ class RayExecutor:
             # on loopback; a local study should not talk over the network at all.
             options["_node_ip_address"] = "127.0.0.1"
         return options
-
-
-@contextlib.contextmanager
-def _native_stderr_aside():
-    """While Ray starts, its C++ core writes log lines straight to file descriptor 2 (such as failing
-    to reach 8.8.8.8 to learn the machine's address, on a machine without internet). They go to a
-    temporary file instead; a failure to start still reaches the user as an exception."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as aside:
-        os.dup2(aside.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def local_workers(count: int) -> RayExecutor:
