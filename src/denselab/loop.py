@@ -6,7 +6,8 @@ loss and the optimizer. This loop drives them through Keras's stateless API
 custom JAX loops does. The training images stay on the device as uint8, and each step
 gathers its batch by index. Keras's own `fit` feeds every batch from NumPy through its data
 adapter and unrolls a Python loop over the batches of a call. Measured side by side in
-`make bench`, that cost 1.2-1.7x the bare `lax.scan` loop per epoch; see docs/benchmarks.md.
+`make bench`, that cost 1.06-1.70x the bare `lax.scan` loop per epoch, and this loop 0.89-1.04x;
+see docs/benchmarks.md.
 
 Several members (the seeds of one variant) can train together under `jax.vmap`: stacked
 weights, each member with its own shuffle, dropout and augmentation streams. A member's
