@@ -20,7 +20,7 @@ from denselab.report import build_report, write_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
-from test_cli import assert_fits_80_columns, assert_one_line_error, denselab
+from test_cli import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
 from test_study import SMALL_STUDY
 
 
@@ -150,6 +150,7 @@ def test_runs_commands(explored):
     table = denselab("runs", "list", "--db", db, env={"COLUMNS": "80"})
     assert table.returncode == 0 and "narrow" in table.stdout
     assert_fits_80_columns(table.stdout)
+    assert_no_third_party_logs(table)
     fields = denselab("runs", "show", str(listed[0]["id"]), "--db", db, env={"COLUMNS": "80"})
     assert fields.returncode == 0 and "model_path" in fields.stdout
     # A field and its value per line, never split across lines (the terminal wraps a long value);

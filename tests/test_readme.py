@@ -17,7 +17,8 @@ that is not there yet first writes it from the lines the README shows, as a read
 "# without the ARM compiler" runs the command with a PATH that lacks arm-none-eabi-gcc. Paths
 under the temporary home directory are printed as "~/…", as they read on a user's machine.
 
-Every command's output, the server's included, must also be free of other libraries' log lines.
+Every command's output, the server's included, must also be free of other libraries' log lines,
+and its tables must fit the 80 columns it runs in.
 The ```sh blocks are set-up and cluster recipes, checked otherwise (SH_BLOCKS below).
 """
 
@@ -186,6 +187,8 @@ def run_session(session: Session, folder: Path, environment: dict) -> None:
                 f"README.md line {session.line}: `{text}` printed\n{printed}\nwhere the README shows\n"
                 + "\n".join(command.expected))
             assert_no_log_lines(text, printed)
+            tables = [line for line in printed.splitlines() if any(mark in line for mark in "│┃─━")]
+            assert all(len(line.rstrip()) <= 80 for line in tables), f"`{text}` printed a table wider than 80 columns"
     finally:
         for process, log, text in background:
             os.killpg(process.pid, 15)
