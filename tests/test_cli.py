@@ -29,10 +29,15 @@ THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNP
 CPP_LOG_LINE = re.compile(r"^(?:\[[^\]\n]*\] \w+\.(?:cc|h):\d+|[IWEF]\d{4} [\d:.]+ +\d+ \w+\.(?:cc|h):\d+\])", re.MULTILINE)
 
 
+def third_party_log_marks(text: str) -> list[str]:
+    """The marks of other libraries' log lines found in `text`."""
+    return [mark for mark in THIRD_PARTY_LOG_MARKS if mark in text] + CPP_LOG_LINE.findall(text)
+
+
 def assert_no_third_party_logs(result) -> None:
     """Neither stream of a command carries another library's log lines."""
     for stream in (result.stdout, result.stderr):
-        marks = [mark for mark in THIRD_PARTY_LOG_MARKS if mark in stream] + CPP_LOG_LINE.findall(stream)
+        marks = third_party_log_marks(stream)
         assert not marks, f"{marks} in:\n{stream[-3000:]}"
 
 

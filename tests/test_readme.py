@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_cli import THIRD_PARTY_LOG_MARKS
+from test_cli import third_party_log_marks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -200,7 +200,7 @@ def run_session(session: Session, folder: Path, environment: dict) -> None:
 
 def assert_no_log_lines(command: str, printed: str) -> None:
     """No line of TensorFlow's, absl's, LiteRT's, JAX's or Python's warnings reaches the user's terminal."""
-    marks = [mark for mark in THIRD_PARTY_LOG_MARKS if mark in printed]
+    marks = third_party_log_marks(printed)
     assert not marks, f"`{command}` printed another library's log lines ({marks}):\n{printed[-3000:]}"
 
 
