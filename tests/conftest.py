@@ -3,6 +3,7 @@ trained model, and a real two-node Ray cluster on loopback."""
 
 import gzip
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -57,6 +58,55 @@ def random_dataset_arrays(seed: int = 0, train: int = 64, test: int = 16):
         rng.integers(0, 256, (train, 28, 28), dtype=np.uint8), rng.integers(0, 10, train, dtype=np.uint8),
         rng.integers(0, 256, (test, 28, 28), dtype=np.uint8), rng.integers(0, 10, test, dtype=np.uint8),
     )
+
+
+# --- the real command, and what its output must look like ---------------------------------
+
+def denselab(*args, env=None, cwd=None):
+    """`denselab ARGS` in a subprocess, as a user runs it; its CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "denselab", *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+    )
+
+
+# What TensorFlow, absl, LiteRT, TFLM, JAX, Ray and Python's warnings print when they get to the terminal.
+THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNPACK", "Warning:", "INFO:",
+                         "\tINFO ", "\tWARNING ", "(raylet)", "Token authentication")
+
+
+# A C++ log line: Ray's core ("[2026-11-30 15:49:39,983 W 15718 15718] network_util.cc:330: ...")
+# or glog's and absl's ("W1130 15:49:39.983 15718 port.cc:153] ...").
+CPP_LOG_LINE = re.compile(r"^(?:\[[^\]\n]*\] \w+\.(?:cc|h):\d+|[IWEF]\d{4} [\d:.]+ +\d+ \w+\.(?:cc|h):\d+\])", re.MULTILINE)
+
+
+def third_party_log_marks(text: str) -> list[str]:
+    """The marks of other libraries' log lines found in `text`."""
+    return [mark for mark in THIRD_PARTY_LOG_MARKS if mark in text] + CPP_LOG_LINE.findall(text)
+
+
+def assert_no_third_party_logs(result) -> None:
+    """Neither stream of a command carries another library's log lines."""
+    for stream in (result.stdout, result.stderr):
+        marks = third_party_log_marks(stream)
+        assert not marks, f"{marks} in:\n{stream[-3000:]}"
+
+
+def assert_fits_80_columns(text: str) -> None:
+    """Printed at COLUMNS=80: no line is wider, and no table cell was cut short with an ellipsis."""
+    assert text.strip()
+    for line in text.splitlines():
+        assert len(line.rstrip()) <= 80, f"wider than 80 columns:\n{line}"
+        assert "…" not in line, f"a cell cut short:\n{line}"
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="session")

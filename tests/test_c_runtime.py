@@ -26,7 +26,7 @@ from denselab.deploy.quantized import (
 )
 from denselab.export import LiteRTClassifier, calibration_images, convert
 from denselab.model import ModelSpec, build_model
-from test_cli import assert_no_third_party_logs, assert_one_line_error, denselab
+from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
 def export_c(model_dir: Path, out: Path, *args) -> dict:

@@ -2,60 +2,14 @@
 
 import io
 import json
-import os
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-
-def denselab(*args, env=None, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "denselab", *map(str, args)],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
-    )
-
-
-# What TensorFlow, absl, LiteRT, TFLM, JAX, Ray and Python's warnings print when they get to the terminal.
-THIRD_PARTY_LOG_MARKS = ("absl::", "I0000 ", "W0000 ", "E0000 ", "oneDNN", "XNNPACK", "Warning:", "INFO:",
-                         "\tINFO ", "\tWARNING ", "(raylet)", "Token authentication")
-
-
-# A C++ log line: Ray's core ("[2026-11-30 15:49:39,983 W 15718 15718] network_util.cc:330: ...")
-# or glog's and absl's ("W1130 15:49:39.983 15718 port.cc:153] ...").
-CPP_LOG_LINE = re.compile(r"^(?:\[[^\]\n]*\] \w+\.(?:cc|h):\d+|[IWEF]\d{4} [\d:.]+ +\d+ \w+\.(?:cc|h):\d+\])", re.MULTILINE)
-
-
-def third_party_log_marks(text: str) -> list[str]:
-    """The marks of other libraries' log lines found in `text`."""
-    return [mark for mark in THIRD_PARTY_LOG_MARKS if mark in text] + CPP_LOG_LINE.findall(text)
-
-
-def assert_no_third_party_logs(result) -> None:
-    """Neither stream of a command carries another library's log lines."""
-    for stream in (result.stdout, result.stderr):
-        marks = third_party_log_marks(stream)
-        assert not marks, f"{marks} in:\n{stream[-3000:]}"
-
-
-def assert_fits_80_columns(text: str) -> None:
-    """Printed at COLUMNS=80: no line is wider, and no table cell was cut short with an ellipsis."""
-    assert text.strip()
-    for line in text.splitlines():
-        assert len(line.rstrip()) <= 80, f"wider than 80 columns:\n{line}"
-        assert "…" not in line, f"a cell cut short:\n{line}"
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
+# test_explore.py still imports these from here; they live in conftest.py.
+from conftest import assert_fits_80_columns, third_party_log_marks  # noqa: F401
 
 
 @pytest.fixture(scope="module")

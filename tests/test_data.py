@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import idx_bytes, random_dataset_arrays, write_idx_dataset
+from conftest import assert_one_line_error, denselab, idx_bytes, random_dataset_arrays, write_idx_dataset
 from denselab.data import (
     CLASS_NAMES,
     IMAGES_MAGIC,
@@ -20,7 +20,6 @@ from denselab.data import (
     parse_idx,
 )
 from denselab.errors import BadInput
-from test_cli import assert_one_line_error, denselab
 
 
 @pytest.fixture

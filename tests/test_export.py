@@ -14,7 +14,7 @@ from denselab.firmware import (
 )
 from denselab.model import ModelSpec
 from denselab.train import TrainConfig, load_trained_model, save_run, train
-from test_cli import assert_no_third_party_logs, assert_one_line_error, denselab
+from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
 @pytest.fixture(scope="module")

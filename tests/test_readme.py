@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_cli import third_party_log_marks
+from conftest import third_party_log_marks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")

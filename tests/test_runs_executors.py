@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import inside, stored_runs
-from test_cli import assert_no_third_party_logs, denselab
+from conftest import assert_no_third_party_logs, denselab, inside, stored_runs
 from test_study import SMALL_STUDY
 
 

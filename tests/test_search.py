@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import inside, stored_runs
+from conftest import (
+    assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab, inside, stored_runs,
+)
 from denselab.data import load_dataset
 from denselab.export import LiteRTClassifier
 from denselab.runs.executors import InProcess
@@ -24,7 +26,6 @@ from denselab.search.run import SearchSettings
 from denselab.search.split import validation_indices
 from denselab.search.target import resolve_target
 from denselab.study import load_study
-from test_cli import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
 
 TINY = ("--trials", "3", "--epochs-max", "1", "--validation", "1000")
 
