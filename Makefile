@@ -6,24 +6,30 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test bench fuzz system-dataset system-browser system-c-runtime clean
 
+# Set-up prints one line a step (scripts/step.sh); what pip and apt print goes to
+# build/setup-logs/STEP.log, whose end and path a failing step prints.
+STEP := scripts/step.sh
+
 # The virtual environment, rebuilt whenever the pinned requirements change.
 $(INSTALLED): requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps -e .
-	touch $(INSTALLED)
+	@$(STEP) venv "creating $(VENV)" $(PYTHON) -m venv $(VENV)
+	@$(STEP) pip "installing pip 26.3" $(BIN)/pip install --upgrade "pip==26.3"
+	@$(STEP) pip-requirements "installing Python packages (requirements.txt)" \
+		$(BIN)/pip install -r requirements.txt
+	@$(STEP) pip-denselab "installing denselab (pip install -e .)" \
+		$(BIN)/pip install --no-deps -e .
+	@touch $(INSTALLED)
 
 system-dataset:
-	scripts/system-packages.sh dataset
+	@scripts/system-packages.sh dataset
 
 # Debian's chromium, for the browser test of the serving page (Playwright drives it).
 system-browser:
-	scripts/system-packages.sh browser
+	@scripts/system-packages.sh browser
 
 # The C compiler, the ARM cross-compiler with newlib, and QEMU: the C runtime's three checks.
 system-c-runtime:
-	scripts/system-packages.sh c-runtime
+	@scripts/system-packages.sh c-runtime
 
 # The main job: every experiment of the exercise over 3 seeds, and its report
 # (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused.

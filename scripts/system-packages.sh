@@ -3,7 +3,13 @@
 # Usage: scripts/system-packages.sh dataset   (Fashion-MNIST's IDX files)
 #        scripts/system-packages.sh browser   (headless Chromium for the browser tests)
 #        scripts/system-packages.sh c-runtime (C compilers and QEMU for the C runtime's checks)
+# What apt prints goes to build/setup-logs/apt-GROUP.log; the terminal gets one line a group
+# (scripts/step.sh), or the log's end when apt fails.
 set -euo pipefail
+. "$(dirname "$0")/step.sh"
+
+# An error message on stderr, folded to 80 columns.
+say() { echo "$*" | fold -s -w 80 | sed 's/ *$//' >&2; }
 
 need_dataset() {
   # When DENSELAB_DATA is set, denselab reads every dataset from it (a root folder with
@@ -11,7 +17,7 @@ need_dataset() {
   # not help: its fashion-mnist/ folder must exist.
   if [ -n "${DENSELAB_DATA:-}" ]; then
     if [ ! -d "$DENSELAB_DATA/fashion-mnist" ]; then
-      echo "error: DENSELAB_DATA is set but $DENSELAB_DATA/fashion-mnist/ does not exist; put Fashion-MNIST's four IDX files there or unset DENSELAB_DATA" >&2
+      say "error: DENSELAB_DATA is set but $DENSELAB_DATA/fashion-mnist/ does not exist; put Fashion-MNIST's four IDX files there or unset DENSELAB_DATA"
       exit 2
     fi
     return 1
@@ -30,30 +36,45 @@ missing_c_runtime() {
   command -v qemu-system-arm >/dev/null 2>&1 || echo qemu-system-arm
 }
 
+# apt-get update, then apt-get install of the packages; the sudo prefix comes first.
+apt_update_install() {
+  local sudo=$1
+  shift
+  echo "\$ ${sudo:+$sudo }apt-get update -qq"
+  $sudo apt-get update -qq || return
+  echo "\$ ${sudo:+$sudo }apt-get install -y -qq $*"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+# apt_install GROUP PACKAGE...
 apt_install() {
+  local group=$1
+  shift
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "apt-get is not available: install $* yourself (or put Fashion-MNIST's IDX files in $DENSELAB_DATA/fashion-mnist/)" >&2
+    if [ "$group" = dataset ]; then
+      say "apt-get is not available: install $* yourself (or put Fashion-MNIST's IDX files in \$DENSELAB_DATA/fashion-mnist/ and set DENSELAB_DATA)"
+    else
+      say "apt-get is not available: install $* yourself"
+    fi
     return 1
   fi
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "installing $* needs root: run 'apt-get install $*' as root" >&2
+      say "installing $* needs root: run 'apt-get install $*' as root"
       return 1
     fi
   fi
-  echo "installing Debian packages: $*"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+  run_step "apt-$group" "installing Debian packages: $*" apt_update_install "$sudo" "$@"
 }
 
 for what in "$@"; do
   case "$what" in
-    dataset) if need_dataset; then apt_install dataset-fashion-mnist; fi ;;
-    browser) if need_browser; then apt_install chromium; fi ;;
+    dataset) if need_dataset; then apt_install dataset dataset-fashion-mnist; fi ;;
+    browser) if need_browser; then apt_install browser chromium; fi ;;
     c-runtime)
       missing=$(missing_c_runtime | tr '\n' ' ')
-      if [ -n "${missing// /}" ]; then apt_install $missing; fi ;;
-    *) echo "unknown system package group: $what" >&2; exit 2 ;;
+      if [ -n "${missing// /}" ]; then apt_install c-runtime $missing; fi ;;
+    *) say "unknown system package group: $what"; exit 2 ;;
   esac
 done
