@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from denselab.model import ModelSpec
+
 BENCH = Path(__file__).resolve().parent
 MODELS = ([20], [512], [1024], [512, 512])
 TRAIN_EXAMPLES = 60_000
@@ -44,11 +46,6 @@ def command_seconds(hidden: list[int], epochs: int) -> tuple[float, float]:
         seconds = time.perf_counter() - started
     history = json.loads(finished.stdout)["history"]
     return seconds, sum(record["seconds"] for record in history)
-
-
-def macs(hidden: list[int]) -> int:
-    sizes = [784, *hidden, 10]
-    return sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
 def name(hidden: list[int]) -> str:
@@ -79,7 +76,7 @@ def main() -> None:
         print(f"model {name(hidden)}: near-limit JAX loop ...", file=sys.stderr, flush=True)
         limit = run_part("near_limit.py", {"hidden": hidden, "epochs": epochs})
         results["models"][name(hidden)] = {"reference": reference, "denselab": ours, "near_limit": limit,
-                                           "train_flops_per_epoch": 6 * macs(hidden) * TRAIN_EXAMPLES}
+                                           "train_flops_per_epoch": ModelSpec(tuple(hidden)).training_flops(TRAIN_EXAMPLES)}
         if options.seeds > 1:
             print(f"model {name(hidden)}: {options.seeds} seeds alone and together ...", file=sys.stderr, flush=True)
             results["models"][name(hidden)]["seeds"] = run_part(

@@ -15,10 +15,9 @@ from denselab.model import ModelSpec
 from denselab.train import TrainConfig, train_seeds
 
 
-def per_seed_epoch_seconds(runs, together: bool) -> float:
-    # Side by side, an epoch's time is shared by every seed in the program.
-    share = len(runs) if together else 1
-    return statistics.median(record["seconds"] / share for run in runs for record in run.history[1:])
+def per_seed_epoch_seconds(runs) -> float:
+    # A record's seconds are the run's own share: side by side, the program's time ÷ its seeds.
+    return statistics.median(record["seconds"] for run in runs for record in run.history[1:])
 
 
 def main(hidden: list[int], epochs: int, seeds: int) -> dict:
@@ -28,7 +27,7 @@ def main(hidden: list[int], epochs: int, seeds: int) -> dict:
     for together in (False, True):
         runs = train_seeds(ModelSpec(tuple(hidden)), dataset, configs, together=together)
         result["together" if together else "one_after_another"] = {
-            "seconds_per_epoch_per_seed": per_seed_epoch_seconds(runs, together),
+            "seconds_per_epoch_per_seed": per_seed_epoch_seconds(runs),
             "test_accuracy": [run.evaluation.test_accuracy for run in runs],
         }
     return result

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,33 @@ def test_findings_are_computed_from_the_stored_numbers(explored):
     assert f"{(mean['wide'] - mean['narrow']) * 100:+.2f} pp" in report
 
 
+def test_both_sides_of_a_question_train_the_same_way_and_each_run_times_its_own_work(explored, fashion, tmp_path):
+    """narrow (15,880 MACs) is under the side-by-side threshold on a CPU and wide (31,760) is
+    over it; the question compares their times, so the study trains both the same way."""
+    from denselab.loop import grouping_pays
+
+    root, summary = explored
+    runs = stored_runs(root / "runs.sqlite")
+    executions = {run["variant"]: json.loads(run["execution"]) for run in runs}
+    assert executions["narrow"] == executions["wide"]
+    [finding] = summary["findings"]
+    assert finding["execution"] == executions["wide"] and finding["times_not_compared_because"] is None
+    assert finding["train_seconds_difference"] is not None and finding["compute_ratio"] == pytest.approx(2.0)
+    if executions["wide"]["mode"] == "alone":  # a CPU: the case this test is about
+        assert grouping_pays(15_880) and not grouping_pays(31_760)
+    # Alone in a study, without the question, narrow's seeds share one program, and each run
+    # records its own share of that program's time.
+    study = parse_study(SMALL_STUDY.split("[[questions]]")[0], "alone.toml")
+    study = replace(study, variants=study.variants[:1])
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        outcome = run_study(study, store, tmp_path / "models", {"fashion-mnist": fashion.subset(train=2000, test=300)})
+    assert [run["execution"] for run in outcome.runs] == [{"mode": "side by side", "seeds": 2, "device": "cpu"}] * 2
+    for run in outcome.runs:
+        [record] = run["history"]
+        assert record["seconds"] == pytest.approx(record["group_seconds"] / 2)
+        assert run["seconds_per_epoch"] == pytest.approx(record["seconds"])
+
+
 def test_report_answers_first_and_names_each_comparison_once(explored):
     root, summary = explored
     lines = (root / "report" / "report.md").read_text().splitlines()
@@ -87,7 +115,7 @@ def test_report_files_with_embedded_images(explored):
     root, _ = explored
     html = (root / "report" / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
-    assert len(images) == 6
+    assert len(images) == 7  # the answers' forest plot and six figures
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     assert "http://" not in html and "https://" not in html  # opens offline
     markdown = (root / "report" / "report.md").read_text()
@@ -101,11 +129,13 @@ def test_report_names_the_boards_each_variant_fits_with_the_c_runtime(explored, 
 
     root, _ = explored
     lines = (root / "report" / "report.md").read_text().splitlines()
-    header = next(line for line in lines if line.startswith("| variant |"))
-    assert header.strip("| ").split(" | ")[-2:] == ["fits on (TFLM)", "fits on (C runtime)"]
-    narrow = next(line for line in lines if line.startswith("| narrow |")).strip("| ").split(" | ")
-    assert narrow[-1] == ", ".join(boards_that_fit_c((20,), fashion.class_names, 28 * 28 + 10))
-    assert "samd21" in narrow[-1].split(", ")
+    boards = lines[lines.index("## Boards"):]
+    header = next(line for line in boards if line.startswith("| variant |")).strip("| ").split(" | ")
+    narrow = next(line for line in boards if line.startswith("| narrow |")).strip("| ").split(" | ")
+    c_marks = {board: mark.split()[1] for board, mark in zip(header[2:], narrow[2:], strict=True)}
+    fits = boards_that_fit_c((20,), fashion.class_names, 28 * 28 + 10)
+    assert c_marks == {board: "✓" if board in fits else "–" for board in header[2:]}
+    assert c_marks["samd21"] == "✓"
 
 
 def test_terminal_output_fits_80_columns_and_ends_with_next_steps(explored, small_study_file, fashion_slice_dir):
@@ -118,7 +148,7 @@ def test_terminal_output_fits_80_columns_and_ends_with_next_steps(explored, smal
     assert all(len(line) <= 80 for line in lines[:table_end + 1]), "\n".join(lines[:table_end + 1])
     wide = next(v for v in summary["variants"] if v["name"] == "wide")["test_accuracy"]
     row = next(line for line in lines if line.strip().startswith("wide "))
-    assert f"{wide['mean']:.3f} ± {wide['std']:.3f}" in row  # mean ± std on one line, not wrapped
+    assert f"{wide['mean']:.3f}±{wide['std']:.3f}" in row and "…" not in row  # mean ± std on one line, not cut
     model_line = next(line for line in lines if line.strip().startswith("MODEL="))
     assert Path(model_line.strip().removeprefix("MODEL=")).is_file()
     for command in ("denselab predict $MODEL", "denselab serve $MODEL", "denselab export $MODEL --runtime c",

@@ -31,10 +31,15 @@ def test_summary_mean_and_std():
     assert Summary.of([5.0]).std == 0.0
 
 
-def fake_run(variant, seed, accuracy, seconds_per_epoch, epochs=1):
+ALONE = {"mode": "alone", "seeds": 1, "device": "cpu"}
+GROUPED = {"mode": "side by side", "seeds": 2, "device": "cpu"}
+
+
+def fake_run(variant, seed, accuracy, seconds_per_epoch, epochs=1, execution=ALONE):
     return {"variant": variant, "seed": seed, "test_accuracy": accuracy, "train_accuracy": accuracy,
             "test_loss": 1 - accuracy, "epochs_run": epochs, "seconds_per_epoch": seconds_per_epoch,
-            "train_seconds": seconds_per_epoch * epochs + 1.0}
+            "train_seconds": seconds_per_epoch * epochs + 1.0, "config": {"train_examples": 1000},
+            "execution": execution}
 
 
 def test_findings_come_from_the_numbers():
@@ -62,7 +67,7 @@ def test_each_question_is_answered_in_one_sentence_from_its_interval():
     assert "more than noise over 2 and 2 seeds" in answer
     assert answer.endswith(".") and ". " not in answer  # one sentence
     # The time ratio is the variants' means: (2.0 + 2.1) / (1.0 + 1.1) = 1.95.
-    assert answer.endswith("training took 1.95× the baseline's time.")
+    assert answer.endswith("training took 1.95× the baseline's time for 2.00× the computation.")
     noisy = [fake_run("narrow", 0, 0.80, 1.0), fake_run("narrow", 1, 0.90, 2.0),
              fake_run("wide", 0, 0.81, 1.0, epochs=2), fake_run("wide", 1, 0.91, 2.0, epochs=2)]
     [finding] = answer_questions(study, noisy)
@@ -74,3 +79,40 @@ def test_each_question_is_answered_in_one_sentence_from_its_interval():
 
 def test_training_time_leaves_out_compilation():
     assert training_seconds(fake_run("x", 0, 0.8, 0.5, epochs=4)) == 2.0
+
+
+def test_the_computation_is_6_macs_per_image_per_epoch():
+    study = parse_study(SMALL_STUDY, "small.toml")
+    runs = [fake_run("narrow", 0, 0.80, 1.0), fake_run("narrow", 1, 0.81, 1.1),
+            fake_run("wide", 0, 0.90, 2.0, epochs=3), fake_run("wide", 1, 0.91, 2.1)]
+    narrow, wide = summarize_variants(study, runs)
+    # Dense(20): 784·20 + 20·10 = 15,880 MACs; Dense(40): 31,760; 1,000 training images.
+    assert (narrow.train_flops_per_epoch, wide.train_flops_per_epoch) == (6 * 15_880 * 1000, 6 * 31_760 * 1000)
+    [finding] = answer_questions(study, runs)
+    assert finding.compute_ratio == pytest.approx(2.0 * (3 + 1) / 2)  # twice the MACs, 2 epochs on average
+    assert "Computation per run (training FLOPs, 6 × MACs × images × epochs): 4.00× the baseline's." \
+        in finding.sentences()
+
+
+@pytest.mark.parametrize("narrow_executions, wide_executions, why", [
+    ([GROUPED, GROUPED], [ALONE, ALONE], "narrow trained side by side with 2 seeds on cpu and wide alone on cpu"),
+    ([None, None], [ALONE, ALONE], "narrow's runs do not record how they were trained"),
+    ([ALONE, ALONE], [ALONE, {**ALONE, "device": "gpu"}], "wide's runs were trained in different ways"),
+])
+def test_times_of_runs_executed_differently_are_not_compared(narrow_executions, wide_executions, why):
+    study = parse_study(SMALL_STUDY, "small.toml")
+    runs = [fake_run("narrow", seed, 0.80, 3.0, execution=execution) for seed, execution in enumerate(narrow_executions)]
+    runs += [fake_run("wide", seed, 0.90, 1.0, execution=execution) for seed, execution in enumerate(wide_executions)]
+    [finding] = answer_questions(study, runs)
+    assert finding.train_seconds is None and why in finding.timing_mismatch
+    assert f"training times not compared ({why}" in finding.answer()
+    assert "× the baseline's time" not in finding.answer() and "2.00× the computation" in finding.answer()
+    assert f"Training time per run: not compared, because {why}" in " ".join(finding.sentences())
+
+
+def test_times_of_runs_executed_the_same_way_are_compared():
+    study = parse_study(SMALL_STUDY, "small.toml")
+    runs = [fake_run(name, seed, 0.8, 1.0 + seed, execution=GROUPED) for name in ("narrow", "wide") for seed in (0, 1)]
+    [finding] = answer_questions(study, runs)
+    assert finding.timing_mismatch is None and finding.execution.label == "side by side with 2 seeds on cpu"
+    assert "both side by side with 2 seeds on cpu" in " ".join(finding.sentences())

@@ -78,16 +78,32 @@ PRAGMA user_version=1;
 """
 
 
-def test_a_schema_1_file_keeps_its_runs_and_gains_deployment_columns(tmp_path):
-    """A database written before deployment figures were stored (schema 1) opens and keeps its runs."""
+def test_a_schema_1_file_keeps_its_runs_and_gains_the_newer_columns(tmp_path):
+    """A database written before deployment figures and executions were stored (schema 1) opens and keeps its runs."""
     with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
         connection.executescript(SCHEMA_1)
+    execution = {"mode": "side by side", "seeds": 3, "device": "cpu"}
     with RunStore(tmp_path / "runs.sqlite") as store:
         old = store.finished(RunKey("s", "v", "abc", 0))
         assert old["test_accuracy"] == 0.8 and old["int8_bytes"] is None and old["boards"] is None
+        assert old["execution"] is None
         run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
-        store.finish_run(run_id, {**RESULT, "int8_bytes": 18_648, "arena_bytes": 3_376, "boards": ["samd21"]})
+        store.finish_run(run_id, {**RESULT, "int8_bytes": 18_648, "arena_bytes": 3_376, "boards": ["samd21"],
+                                  "execution": execution})
         new = store.run(run_id)
     assert (new["int8_bytes"], new["arena_bytes"], new["boards"]) == (18_648, 3_376, ["samd21"])
+    assert new["execution"] == execution
     with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+
+
+def test_a_schema_2_file_gains_the_execution_column(tmp_path):
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        connection.executescript(SCHEMA_1.replace("error TEXT,", "error TEXT, int8_bytes INTEGER, int8_accuracy REAL, "
+                                                  "arena_bytes INTEGER, boards TEXT,")
+                                 .replace("PRAGMA user_version=1", "PRAGMA user_version=2"))
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        assert store.finished(RunKey("s", "v", "abc", 0))["execution"] is None
+        run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
+        store.finish_run(run_id, {**RESULT, "execution": {"mode": "alone", "seeds": 1, "device": "cpu"}})
+        assert store.run(run_id)["execution"]["mode"] == "alone"

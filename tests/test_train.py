@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from denselab.errors import BadInput
+from denselab.loop import Execution
 from denselab.model import ModelSpec
 from denselab.train import TrainConfig, load_trained_model, save_run, train
 
@@ -166,6 +167,12 @@ def test_seeds_trained_together_equal_seeds_trained_alone(fashion):
     alone = train_seeds(spec, small, configs, together=False)
     together = train_seeds(spec, small, configs, together=True)
     assert sorted(run.epochs_run for run in together) != [3, 3, 3] and min(run.epochs_run for run in together) == 2
+    # Each run says how it trained, and a grouped run's seconds are its share of the program's.
+    assert {run.execution for run in alone} == {Execution("alone", 1, "cpu")}
+    assert {run.execution for run in together} == {Execution("side by side", 3, "cpu")}
+    assert all("group_seconds" not in record for run in alone for record in run.history)
+    for record in (record for run in together for record in run.history):
+        assert record["seconds"] == pytest.approx(record["group_seconds"] / 3)
     for single, grouped in zip(alone, together, strict=True):
         assert single.epochs_run == grouped.epochs_run
         for key in ("loss", "accuracy"):

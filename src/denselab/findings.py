@@ -4,6 +4,11 @@ Every sentence of a finding is computed from stored runs. A difference between t
 variants comes with a 95% confidence interval from Welch's t-test over seeds (the
 variants' spreads need not be equal); it is called distinguishable from noise only when
 the interval excludes zero.
+
+Times are compared only between runs executed the same way (loop.Execution): seeds that
+share a program side by side take another time per seed than seeds trained alone, so
+such a ratio would measure the grouping, not the models. Beside every time stands the
+work itself, training FLOPs (ModelSpec.training_flops), which no CPU overhead can fake.
 """
 
 import math
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from denselab.loop import Execution
 from denselab.study import Question, Study
 
 CONFIDENCE = 0.95
@@ -44,6 +50,13 @@ class VariantSummary:
     params: int
     seeds: int
     metrics: dict[str, Summary]
+    train_flops_per_epoch: int  # the work of one epoch, 6 × MACs × training images
+    executions: frozenset  # how its runs were trained (Execution, or None where not recorded)
+
+    @property
+    def execution(self) -> Execution | None:
+        """The one way all its runs were trained, or None (mixed, or not recorded)."""
+        return next(iter(self.executions)) if len(self.executions) == 1 else None
 
 
 def summarize_variants(study: Study, runs: list[dict]) -> list[VariantSummary]:
@@ -56,8 +69,31 @@ def summarize_variants(study: Study, runs: list[dict]) -> list[VariantSummary]:
         summaries.append(VariantSummary(
             variant.name, variant.reason, variant.spec.parameter_count(), len(own),
             {metric: Summary.of([float(run[metric]) for run in own]) for metric in METRICS},
+            variant.spec.training_flops(int(own[0]["config"]["train_examples"])), executions_of(own),
         ))
     return summaries
+
+
+def executions_of(runs: list[dict]) -> frozenset:
+    return frozenset(Execution.from_dict(run.get("execution")) for run in runs)
+
+
+def timing_mismatch(baseline: tuple[str, frozenset], variant: tuple[str, frozenset]) -> str | None:
+    """Why the times of two variants' runs cannot be compared, or None when they can.
+
+    Args:
+        baseline, variant: each side's name and the executions of its runs (executions_of).
+    """
+    for name, executions in (baseline, variant):
+        if None in executions:
+            return f"{name}'s runs do not record how they were trained (stored by an older denselab)"
+        if len(executions) > 1:
+            return f"{name}'s runs were trained in different ways ({'; '.join(sorted(e.label for e in executions))})"
+    (name_b, [execution_b]), (name_v, [execution_v]) = baseline, variant
+    if execution_b == execution_v:
+        return None
+    return (f"{name_b} trained {execution_b.label} and {name_v} {execution_v.label}, and seeds that share "
+            "a program take another time per seed than seeds alone")
 
 
 @dataclass(frozen=True)
@@ -96,18 +132,30 @@ class Finding:
     question: Question
     seeds: tuple[int, int]  # runs of baseline and of variant
     accuracy: Difference  # test accuracy, as a fraction
-    train_seconds: Difference  # training time of a run, compilation excluded (see training_seconds)
+    # Training time of a run, compilation excluded (see training_seconds); None when the two
+    # sides were executed differently (timing_mismatch says why).
+    train_seconds: Difference | None
     baseline_train_seconds: float
     epochs: Difference
+    compute_ratio: float  # variant's training FLOPs per run ÷ the baseline's
+    execution: Execution | None  # how both sides trained, when they trained the same way
+    timing_mismatch: str | None
 
     def sentences(self) -> list[str]:
         """The finding in plain words, every number taken from the runs."""
         q = self.question
+        if self.train_seconds is None:
+            time = f"Training time per run: not compared, because {self.timing_mismatch}."
+        else:
+            time = (f"Training time per run (compilation excluded; both {self.execution.label}): "
+                    f"{_seconds(self.train_seconds)} ({_relative(self.train_seconds, self.baseline_train_seconds)}; "
+                    f"{_verdict(self.train_seconds, self.seeds)}).")
         return [
             f"Test accuracy: {q.variant} − {q.baseline} = {_points(self.accuracy)} "
             f"({_verdict(self.accuracy, self.seeds)}).",
-            f"Training time per run (compilation excluded): {_seconds(self.train_seconds)} "
-            f"({_relative(self.train_seconds, self.baseline_train_seconds)}; {_verdict(self.train_seconds, self.seeds)}).",
+            f"Computation per run (training FLOPs, 6 × MACs × images × epochs): "
+            f"{self.compute_ratio:.2f}× the baseline's.",
+            time,
         ] + ([f"Epochs run: {self.epochs.estimate:+.1f} on average."] if self.epochs.estimate else [])
 
     def answer(self) -> str:
@@ -122,11 +170,15 @@ class Finding:
         else:
             said = (f"no change in test accuracy that {seeds} can tell from noise "
                     f"({accuracy.estimate * 100:+.2f} pp{interval})")
-        ratio = _relative(self.train_seconds, self.baseline_train_seconds) + " time"
-        if self.train_seconds.distinguishable:
-            time = f"training took {ratio}"
+        work = f"{self.compute_ratio:.2f}× the computation"
+        if self.train_seconds is None:
+            time = f"{work}; training times not compared ({self.timing_mismatch})"
         else:
-            time = f"no measurable change in training time ({ratio})"
+            ratio = _relative(self.train_seconds, self.baseline_train_seconds) + " time"
+            if self.train_seconds.distinguishable:
+                time = f"training took {ratio} for {work}"
+            else:
+                time = f"no measurable change in training time ({ratio}) for {work}"
         if self.epochs.estimate:
             time = f"{abs(self.epochs.estimate):.1f} {'fewer' if self.epochs.estimate < 0 else 'more'} epochs; {time}"
         return f"{self.question.question}: {said}; {time}."
@@ -144,10 +196,19 @@ def answer_questions(study: Study, runs: list[dict]) -> list[Finding]:
         def diff(measure):
             return welch_difference([measure(r) for r in baseline], [measure(r) for r in variant])
 
+        def flops(side, name):
+            spec = study.variant(name).spec
+            return statistics.fmean(spec.training_flops(int(run["config"]["train_examples"])) * float(run["epochs_run"])
+                                    for run in side)
+
+        executions = executions_of(baseline)
+        mismatch = timing_mismatch((question.baseline, executions), (question.variant, executions_of(variant)))
         findings.append(Finding(
             question, (len(baseline), len(variant)),
-            diff(lambda run: float(run["test_accuracy"])), diff(training_seconds),
+            diff(lambda run: float(run["test_accuracy"])), None if mismatch else diff(training_seconds),
             statistics.fmean(map(training_seconds, baseline)), diff(lambda run: float(run["epochs_run"])),
+            flops(variant, question.variant) / flops(baseline, question.baseline),
+            None if mismatch else next(iter(executions)), mismatch,
         ))
     return findings
 
@@ -155,7 +216,8 @@ def answer_questions(study: Study, runs: list[dict]) -> list[Finding]:
 def training_seconds(run: dict) -> float:
     """A run's training time without compilation: epochs run × its steady seconds per epoch.
 
-    The first epoch of a run includes compiling the model, and the first run in a process
+    Its seconds are its own share: side by side, the program's time ÷ its seeds
+    (loop.epoch_seconds). The first epoch of a run includes compiling the model, and the first run in a process
     also pays the backend's start-up; counting those would make the order of the runs,
     not the models, decide which is faster.
     """
@@ -188,3 +250,35 @@ def _verdict(difference: Difference, seeds: tuple[int, int]) -> str:
     if difference.distinguishable:
         return f"distinguishable from noise over {seeds[0]} and {seeds[1]} seeds"
     return f"not distinguishable from noise over {seeds[0]} and {seeds[1]} seeds"
+
+
+# --- table cells, shared by the terminal and the report ----------------------------------
+
+SIDE_BY_SIDE_MARK, MIXED_MARK = "*", "?"
+
+
+def gflops(summary: VariantSummary) -> str:
+    """Training work per epoch, in GFLOP, to three significant digits."""
+    return f"{summary.train_flops_per_epoch / 1e9:.3g}"
+
+
+def seconds_cell(summary: VariantSummary, compact: bool = True) -> str:
+    """Seconds per epoch (per seed), marked where its runs did not train alone."""
+    cell = summary.metrics["seconds_per_epoch"].format(2, compact=compact)
+    execution = summary.execution
+    if execution is None:
+        return cell + MIXED_MARK
+    return cell + (SIDE_BY_SIDE_MARK if execution.mode != "alone" else "")
+
+
+def table_notes(summaries: list[VariantSummary]) -> list[str]:
+    """What the table's marks and work column mean, each note a line of under 80 characters."""
+    notes = ["mean ± std over seeds; GFLOP/ep: training work, 6 × MACs × images",
+             "test loss, seeds and the boards each variant fits are in report.md"]
+    grouped = sorted({s.execution.seeds for s in summaries if s.execution and s.execution.mode != "alone"})
+    if grouped:
+        counts = " or ".join(map(str, grouped))
+        notes.append(f"{SIDE_BY_SIDE_MARK} seeds trained side by side: s/epoch is the group's time ÷ {counts}")
+    if any(s.execution is None for s in summaries):
+        notes.append(f"{MIXED_MARK} runs trained in different ways, or not recorded: times not comparable")
+    return notes

@@ -70,6 +70,48 @@ def grouping_pays(macs: int, device_platform: str | None = None) -> bool:
     return device_platform != "cpu" or macs <= CPU_GROUP_MAX_MACS
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a run was trained, which decides what its times can be compared with.
+
+    A run trained side by side shares each epoch's time with the other seeds of its
+    program, and such a program runs at another speed per seed than one seed alone (see
+    CPU_GROUP_MAX_MACS): times measured in different modes, group sizes or devices are not
+    comparable, even per seed.
+    """
+
+    mode: str  # "alone" or "side by side"
+    seeds: int  # seeds in the program: 1 alone
+    device: str  # JAX's platform ("cpu", "gpu", ...), or "<backend> backend" off JAX
+
+    @classmethod
+    def of(cls, together: bool, seeds: int, device: str) -> "Execution":
+        return cls("side by side", seeds, device) if together and seeds > 1 else cls("alone", 1, device)
+
+    @classmethod
+    def from_dict(cls, stored: dict | None) -> "Execution | None":
+        """A stored run's execution; None for runs stored before denselab recorded it."""
+        return None if not stored else cls(stored["mode"], int(stored["seeds"]), stored["device"])
+
+    @property
+    def label(self) -> str:
+        if self.mode == "alone":
+            return f"alone on {self.device}"
+        return f"side by side with {self.seeds} seeds on {self.device}"
+
+
+def epoch_seconds(seconds: float, seeds_in_program: int) -> dict:
+    """An epoch record's timing: `seconds` is the run's own share of the program's wall time.
+
+    Side by side, one program trains every seed at once, so a seed's own work is the
+    program's time divided by the seeds in it (stopped seeds still ride along, masked);
+    `group_seconds` keeps the wall time that was measured.
+    """
+    if seeds_in_program == 1:
+        return {"seconds": seconds}
+    return {"seconds": seconds / seeds_in_program, "group_seconds": seconds}
+
+
 def batch_plan(examples: int, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's shuffled batches: indices (steps, batch_size) and weights, 0 for padding."""
     steps = -(-examples // batch_size)
@@ -149,7 +191,7 @@ def _fit_group(members: list[Member], run_chunk, data, config, together: bool) -
             if not training[position]:
                 continue
             record = {"epoch": epoch, "loss": float(loss_sum[position] / examples),
-                      "accuracy": float(correct[position] / examples), "seconds": seconds}
+                      "accuracy": float(correct[position] / examples), **epoch_seconds(seconds, len(members))}
             member.history_.append(record)
             if member.on_progress:
                 member.on_progress(epoch, steps, steps, record)

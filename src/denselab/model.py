@@ -6,6 +6,7 @@ cross-entropy and accuracy. Only the Keras 3 API is used, so the same code runs 
 JAX and the TensorFlow backend.
 """
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,16 @@ class ModelSpec:
         """Multiply-accumulates for one image: one per weight of each Dense layer."""
         sizes = self.layer_sizes()
         return sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+
+    def training_flops(self, images: int) -> int:
+        """Floating-point operations of one training epoch over `images` images: 6 × MACs × images.
+
+        Each MAC is 2 FLOPs in the forward pass and 4 in the backward pass (the gradients of
+        the inputs and of the weights); biases, activations and the optimizer are left out.
+        It is the work itself, so a ratio of it says what a ratio of times should be when
+        nothing but the arithmetic counts.
+        """
+        return 6 * self.macs() * images
 
 
 def parse_hidden_units(text: str) -> tuple[int, ...]:
@@ -141,11 +152,31 @@ def keras_without_tensorflow() -> None:
         module_utils.tensorflow._available = False
 
 
-def load_model(path: Path):
-    """Load a .keras file and check that it is a dense classifier of 28x28 images."""
+def check_model_file(path: Path) -> Path:
+    """`path` when it names a model file that exists and is not empty, else BadInput naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory, not a model file")
     if not path.is_file():
         raise BadInput(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise BadInput(f"{path} is empty, not a model file")
+    return path
+
+
+def check_keras_file(path: Path) -> Path:
+    """`path` when it can be a .keras file (a zip archive), else BadInput naming it.
+
+    Keras says "File not found" of a file that is there but not a zip.
+    """
+    if not zipfile.is_zipfile(check_model_file(path)):
+        raise BadInput(f"{path} is not a Keras model file (not a zip archive)")
+    return Path(path)
+
+
+def load_model(path: Path):
+    """Load a .keras file and check that it is a dense classifier of 28x28 images."""
+    path = check_keras_file(path)
     import keras
 
     keras_without_tensorflow()

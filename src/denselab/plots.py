@@ -226,6 +226,53 @@ def seconds_per_epoch(bars: list[tuple[str, float, float]]) -> bytes:
     return _png_bytes(figure)
 
 
+# The forest plot's marks: an interval that excludes zero is a real difference; one that
+# straddles it is noise; one seed a side gives no interval at all.
+REAL_COLOR, NOISE_COLOR = "tab:blue", "tab:gray"
+FOREST_WIDTH = 6.0  # inches: the plot stands beside the answers' sentences
+
+
+def accuracy_forest(rows: list[tuple[str, float, float | None, float | None]]) -> bytes:
+    """Each question's difference in test accuracy with its 95% interval, one row per question.
+
+    Args:
+        rows: (question, difference in percentage points, interval low, interval high), top to
+            bottom in this order; low and high are None when no interval could be computed.
+
+    Returns:
+        The figure as PNG bytes: a zero line, each interval as a bar with its estimate as a
+        dot, "real" in blue where the interval excludes zero and "noise" in gray where it does not.
+    """
+    if not rows:
+        raise ValueError("accuracy_forest needs at least one question; rows is empty")
+    for question, estimate, low, high in rows:
+        values = [estimate] + ([] if low is None else [low, high])
+        if (low is None) != (high is None) or not all(math.isfinite(v) for v in values) or \
+                (low is not None and not low <= estimate <= high):
+            raise ValueError(f"accuracy_forest needs low <= estimate <= high (or no interval), "
+                             f"got {(question, estimate, low, high)!r}")
+    figure = Figure(figsize=(FOREST_WIDTH, 1.0 + 0.5 * len(rows)), layout="constrained")
+    axes = figure.subplots()
+    reach = max(abs(v) for _, estimate, low, high in rows for v in (estimate, low or 0, high or 0)) or 1.0
+    axes.axvline(0, color="black", linewidth=1)
+    for position, (question, estimate, low, high) in enumerate(rows):
+        if low is None:
+            verdict, color = "one seed", NOISE_COLOR
+        else:
+            real = low > 0 or high < 0
+            verdict, color = ("real", REAL_COLOR) if real else ("noise", NOISE_COLOR)
+            axes.plot([low, high], [position, position], color=color, linewidth=3, solid_capstyle="butt")
+        axes.plot([estimate], [position], "o", color=color, markersize=7)
+        axes.text(reach * 1.12, position, verdict, va="center", ha="left", color=color, fontsize=10,
+                  fontweight="bold" if verdict == "real" else "normal")
+    axes.set_xlim(-reach * 1.1, reach * 1.1)
+    axes.set_ylim(len(rows) - 0.5, -0.5)
+    axes.set_yticks(range(len(rows)), [question for question, *_ in rows])
+    axes.set_xlabel("test accuracy, variant − baseline (percentage points, 95% CI)")
+    axes.grid(alpha=0.3, axis="x")
+    return _png_bytes(figure)
+
+
 def confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
     """A confusion matrix as a heat map with the count written in each cell.
 

@@ -56,6 +56,11 @@ class Variant:
     dataset: str
     spec: ModelSpec
     config: TrainConfig  # without a seed: the study gives each run its own
+    # The MACs that decide whether its seeds train side by side (loop.grouping_pays), when
+    # not its own: a study plans the variants whose times it compares the same way
+    # (explore.study_runs). How a run executes changes its times, never its result, so
+    # this stays out of config_hash.
+    grouping_macs: int | None = None
 
     def config_hash(self) -> str:
         """A short fingerprint of everything that determines a run's result except its seed."""

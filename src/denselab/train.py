@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from denselab import recipe
+from denselab import loop, recipe
 from denselab.data import NUM_CLASSES, Dataset, check_dataset_name, check_normalization, normalize
 from denselab.errors import BadInput
 from denselab.evaluate import Evaluation, evaluate_model
@@ -29,7 +29,10 @@ from denselab.predict import DensePredictor
 MODEL_FILE, HISTORY_FILE = "model.keras", "history.json"
 # Bump when a change alters what training computes: the study store keys runs on it,
 # so runs trained by older code are not reused as if they were current.
-TRAINING_REVISION = 2  # 2: denselab.loop on JAX (its own shuffles), not Keras's fit
+# 2: denselab.loop on JAX (its own shuffles), not Keras's fit. 3: a run records how it was
+# executed, and a side-by-side run's seconds are its own share; older runs' times, a group's
+# wall time for each seed, cannot be compared with them.
+TRAINING_REVISION = 3
 
 
 SCHEDULES = ("constant", "cosine")
@@ -160,6 +163,7 @@ class TrainingRun:
     model: object = field(repr=False)
     history: list[dict]
     evaluation: Evaluation
+    execution: loop.Execution  # alone or side by side: what its times can be compared with
 
     @property
     def epochs_run(self) -> int:
@@ -187,6 +191,7 @@ class TrainingRun:
             "test_accuracy": self.evaluation.test_accuracy,
             "test_loss": self.evaluation.test_loss,
             "history": self.history,
+            "execution": asdict(self.execution),
         }
 
 
@@ -217,13 +222,16 @@ def train_seeds(
     configs: list[TrainConfig],
     on_progress: list[ProgressFn | None] | None = None,
     together: bool | None = None,
+    grouping_macs: int | None = None,
 ) -> list[TrainingRun]:
     """Train `spec` once per config; the configs differ only in their seeds.
 
     On the JAX backend the runs go through denselab.loop, all in one compiled program when
-    `together` (default: where that is faster on this device, loop.grouping_pays), else one
-    after another. Each run's result is the one it gets when trained alone, to float
-    tolerance (tests/test_train.py). Other backends train with Keras's fit.
+    `together`, else one after another. By default they go together where that is faster
+    on this device for a model of `grouping_macs` MACs (loop.grouping_pays; default: this
+    model's): a study passes its largest MACs among variants whose times it compares, so
+    that both sides train the same way. Each run's result is the one it gets when trained
+    alone, to float tolerance (tests/test_train.py). Other backends train with Keras's fit.
     """
     configs = [config.with_seed() for config in configs]
     if len({replace(config, seed=None) for config in configs}) != 1:
@@ -232,7 +240,7 @@ def train_seeds(
     cache_compiled_programs()
     if _keras_backend() != "jax":
         return [_train_with_keras_fit(spec, dataset, config, report) for config, report in zip(configs, on_progress)]
-    from denselab import loop
+    import jax
 
     config = configs[0]
     mean, std = recipe.input_statistics(normalize(dataset.train_images, config.normalization)) \
@@ -246,14 +254,15 @@ def train_seeds(
         members.append(loop.Member(trainer, optimizer, member_config.seed, report))
         models.append(model)
     if together is None:
-        together = len(members) > 1 and loop.grouping_pays(spec.macs())
+        together = len(members) > 1 and loop.grouping_pays(grouping_macs or spec.macs())
+    execution = loop.Execution.of(together, len(members), jax.default_backend())
     divisor = 255.0 if config.normalization == "scale" else 1.0
     loop.fit(members, dataset.train_images, dataset.train_labels, config, divisor, together)
-    return [_finished(spec, dataset, member_config, model, member.optimizer, member.history_, mean, std)
+    return [_finished(spec, dataset, member_config, model, member.optimizer, member.history_, mean, std, execution)
             for member_config, model, member in zip(configs, models, members)]
 
 
-def _finished(spec, dataset, config, model, optimizer, history, mean, std) -> TrainingRun:
+def _finished(spec, dataset, config, model, optimizer, history, mean, std, execution) -> TrainingRun:
     """The exercise's softmax model back (see training_parts), compiled with its trained optimizer, and evaluated."""
     import keras
 
@@ -263,7 +272,7 @@ def _finished(spec, dataset, config, model, optimizer, history, mean, std) -> Tr
         recipe.fold_standardization(model, mean, std)
     predictor = DensePredictor.from_keras(model, config.normalization)
     evaluation = evaluate_model(predictor, dataset.test_images, dataset.test_labels)
-    return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation)
+    return TrainingRun(spec, config, dataset.name, dataset.source, model, history, evaluation, execution)
 
 
 def _train_with_keras_fit(spec, dataset, config, on_progress) -> TrainingRun:
@@ -282,7 +291,8 @@ def _train_with_keras_fit(spec, dataset, config, on_progress) -> TrainingRun:
     trainer.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=config.steps_per_execution)
     trainer.fit(train_inputs, train_labels, epochs=config.epochs, batch_size=config.batch_size,
                 callbacks=callbacks, verbose=0)
-    return _finished(spec, dataset, config, model, optimizer, history, mean, std)
+    execution = loop.Execution.of(False, 1, f"{_keras_backend()} backend")
+    return _finished(spec, dataset, config, model, optimizer, history, mean, std, execution)
 
 
 def cache_compiled_programs() -> None:

@@ -1,6 +1,7 @@
 """Commands on studies: explore, and runs list / show / compare."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,10 +70,15 @@ def explore(
             "study": study.name, "runs_trained": outcome.trained, "runs_reused": outcome.reused,
             "runs_failed": len(outcome.failed), "report": str(out / "report.html"),
             "variants": [{"name": s.name, "params": s.params, "seeds": s.seeds,
+                          "train_flops_per_epoch": s.train_flops_per_epoch,
+                          "execution": s.execution and asdict(s.execution),
                           **{metric: {"mean": v.mean, "std": v.std} for metric, v in s.metrics.items()}}
                          for s in report.summaries],
             "findings": [{"question": f.question.question, "baseline": f.question.baseline, "variant": f.question.variant,
-                          "accuracy_difference": vars(f.accuracy), "train_seconds_difference": vars(f.train_seconds),
+                          "accuracy_difference": vars(f.accuracy),
+                          "train_seconds_difference": f.train_seconds and vars(f.train_seconds),
+                          "execution": f.execution and asdict(f.execution),
+                          "times_not_compared_because": f.timing_mismatch, "compute_ratio": f.compute_ratio,
                           "accuracy_distinguishable": f.accuracy.distinguishable, "answer": f.answer(),
                           "sentences": f.sentences()}
                          for f in report.findings],
@@ -84,10 +90,13 @@ def explore(
 
 
 def _print_report(report, outcome, out: Path) -> None:
+    from denselab.findings import table_notes
+
     console.print(f"{outcome.trained} runs trained, {outcome.reused} reused from the database"
                   + (f", [red]{len(outcome.failed)} failed[/]" if outcome.failed else ""))
     console.print(_variants_table(report.summaries))
-    console.print("mean ± std over seeds; test loss and seeds per variant are in report.md", style="dim")
+    for note in table_notes(report.summaries):
+        console.print(note, style="dim", highlight=False)
     # One sentence per question; the differences in detail are in the report.
     for finding in report.findings:
         console.print(f"- {escape(finding.answer())}", highlight=False)
@@ -99,13 +108,15 @@ def _print_report(report, outcome, out: Path) -> None:
 
 def _variants_table(summaries) -> Table:
     """The variants in 80 columns: test accuracy first, each mean ± std on one line."""
-    table = Table(title="variants", box=box.SIMPLE_HEAD)
-    for header in ("variant", "params", "test acc.", "train acc.", "epochs", "s/epoch"):
+    from denselab.findings import gflops, seconds_cell
+
+    table = Table(title="variants", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
+    for header in ("variant", "params", "test acc.", "train acc.", "epochs", "GFLOP/ep", "s/epoch"):
         table.add_column(header, no_wrap=True, justify="left" if header == "variant" else "right")
     for s in summaries:
-        table.add_row(escape(s.name), f"{s.params:,}", s.metrics["test_accuracy"].format(),
-                      s.metrics["train_accuracy"].format(), s.metrics["epochs_run"].format(1, compact=True),
-                      s.metrics["seconds_per_epoch"].format(2, compact=True))
+        table.add_row(escape(s.name), f"{s.params:,}", s.metrics["test_accuracy"].format(compact=True),
+                      s.metrics["train_accuracy"].format(compact=True), s.metrics["epochs_run"].format(1, compact=True),
+                      gflops(s), seconds_cell(s))
     return table
 
 

@@ -11,7 +11,9 @@ The engine hands a variant's seeds to one task together where the executor says 
 (`groups_seeds`): in this process they then share one compiled training program, and on an
 accelerator (or, on a CPU, for the smallest models) they train side by side in it
 (denselab.loop). Runs on parallel CPU workers go
-one seed per task, which spreads them over the workers.
+one seed per task, which spreads them over the workers. Every run records how it was
+executed (loop.Execution), since that changes its times: findings compare times only
+between runs executed the same way.
 """
 
 import hashlib
@@ -108,7 +110,8 @@ def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress
     """The default task: train a variant's seeds, measure each run's deployment figures, return the models as bytes."""
     from denselab.train import train_seeds
 
-    runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress)
+    runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress,
+                       grouping_macs=variant.grouping_macs)
     return [_result(variant, dataset, run) for run in runs]
 
 
@@ -123,6 +126,7 @@ def _result(variant: Variant, dataset: Dataset, run) -> dict:
         "epochs_run": run.epochs_run,
         "seconds_per_epoch": run.seconds_per_epoch,
         "train_seconds": sum(record["seconds"] for record in run.history),
+        "execution": asdict(run.execution),
         "train_accuracy": run.history[-1]["accuracy"],
         "test_accuracy": run.evaluation.test_accuracy,
         "test_loss": run.evaluation.test_loss,

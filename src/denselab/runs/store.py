@@ -15,7 +15,8 @@ from pathlib import Path
 
 from denselab.errors import BadInput
 
-SCHEMA_VERSION = 2  # 2 added the deployment columns; a schema-1 file is brought up to date
+# 2 added the deployment columns, 3 the execution column; older files are brought up to date.
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -44,10 +45,11 @@ CREATE TABLE IF NOT EXISTS runs (
     int8_accuracy REAL,
     arena_bytes INTEGER,
     boards TEXT,
+    execution TEXT,
     UNIQUE (study, variant, config_hash, seed)
 );
 """
-JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix", "boards")
+JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix", "boards", "execution")
 RESULT_COLUMNS = (
     "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
     "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
@@ -56,6 +58,10 @@ RESULT_COLUMNS = (
 # scored on: the test set, or a search's validation split), the smallest TFLM arena and
 # the boards it fits, measured once when the run finishes. Schema 1 had no such columns.
 DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "int8_accuracy": "REAL", "arena_bytes": "INTEGER", "boards": "TEXT"}
+# How a run was trained (loop.Execution: alone or side by side, seeds, device), which decides
+# what its times compare with. Runs stored before schema 3 have none.
+EXECUTION_COLUMNS = {"execution": "TEXT"}
+OPTIONAL_COLUMNS = {**DEPLOYMENT_COLUMNS, **EXECUTION_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -79,21 +85,21 @@ class RunStore:
             self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self.connection.row_factory = sqlite3.Row
             version = self.connection.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise BadInput(f"run database {self.path} has schema version {version}; this denselab reads {SCHEMA_VERSION}")
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.executescript(SCHEMA)
-            if version == 1:
-                self._add_deployment_columns()
+            if version in (1, 2):
+                self._add_missing_columns()
             self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             raise BadInput(f"run database {self.path} cannot be used: {error}") from None
 
-    def _add_deployment_columns(self) -> None:
-        """Bring a schema-1 file up to date; its runs keep their results, without deployment figures."""
+    def _add_missing_columns(self) -> None:
+        """Bring an older file up to date; its runs keep their results, without the newer figures."""
         present = {row["name"] for row in self.connection.execute("PRAGMA table_info(runs)")}
         with self._transaction():
-            for column, kind in DEPLOYMENT_COLUMNS.items():
+            for column, kind in OPTIONAL_COLUMNS.items():
                 if column not in present:
                     self.connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
@@ -126,8 +132,8 @@ class RunStore:
             return cursor.lastrowid
 
     def finish_run(self, run_id: int, result: dict) -> None:
-        """Store a finished run's results, all at once (deployment figures where the result has them)."""
-        columns = RESULT_COLUMNS + tuple(column for column in DEPLOYMENT_COLUMNS if column in result)
+        """Store a finished run's results, all at once (deployment figures and execution where the result has them)."""
+        columns = RESULT_COLUMNS + tuple(column for column in OPTIONAL_COLUMNS if column in result)
         values = [json.dumps(result[c]) if c in JSON_COLUMNS else result[c] for c in columns]
         with self._transaction():
             self.connection.execute(
