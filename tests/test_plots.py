@@ -58,6 +58,10 @@ FIGURES = {
         [("dense-20", 0.8 + seed / 10, 0.05), ("dense-128", 1.4, 0.1), ("dense-128x64", 1.6, 0.0)]
     ),
     "confusion_matrix": lambda seed: plots.confusion_matrix(confusion(seed), CLASS_NAMES, "dense-20, seed 0"),
+    "accuracy_forest": lambda seed: plots.accuracy_forest(
+        [("Doubling the neurons", 0.9 + seed / 10, -0.4, 2.3), ("Removing normalization", -4.9, -8.1, -1.7),
+         ("One seed each", 0.5, None, None)]
+    ),
     "probability_vector": lambda seed: plots.probability_vector(
         images(seed, 1)[0], probabilities(seed), CLASS_NAMES, "Shirt", "test image 3"
     ),
@@ -95,8 +99,10 @@ def open_png(data: bytes) -> Image.Image:
 def test_figure_is_a_png_of_report_size(name):
     image = open_png(first_drawing(name, 0))
     width, height = image.size
-    # Figures are drawn 8 inches wide at 100 dpi, and cropped to what they hold.
-    assert 700 <= width <= 900
+    # Figures are drawn 8 inches wide at 100 dpi (the forest plot 6, to stand beside the
+    # answers), and cropped to what they hold.
+    inches = plots.FOREST_WIDTH if name == "accuracy_forest" else plots.FIGURE_WIDTH
+    assert 0.85 * inches * plots.DPI <= width <= 1.15 * inches * plots.DPI
     assert 150 <= height <= 900
     # The matplotlib version is left out so that the bytes do not change with it.
     assert "Software" not in image.info
@@ -154,6 +160,10 @@ BAD_ARGUMENTS = {
     "negative accuracy deviation": lambda: plots.accuracy_vs_parameters([("dense-20", 15910, 0.84, -0.1)]),
     "no bars": lambda: plots.seconds_per_epoch([]),
     "negative seconds": lambda: plots.seconds_per_epoch([("dense-20", -1.0, 0.1)]),
+    "no questions": lambda: plots.accuracy_forest([]),
+    "estimate outside its interval": lambda: plots.accuracy_forest([("q", 3.0, -1.0, 1.0)]),
+    "half an interval": lambda: plots.accuracy_forest([("q", 0.0, -1.0, None)]),
+    "infinite difference": lambda: plots.accuracy_forest([("q", float("inf"), None, None)]),
     "matrix not square": lambda: plots.confusion_matrix([[1, 2, 3], [4, 5, 6]], ["a", "b"], "t"),
     "matrix and names differ": lambda: plots.confusion_matrix(confusion(0), CLASS_NAMES[:9], "t"),
     "negative count": lambda: plots.confusion_matrix([[1, -1], [0, 2]], ["a", "b"], "t"),
@@ -182,3 +192,19 @@ BAD_ARGUMENTS = {
 def test_bad_arguments_raise_value_error(case):
     with pytest.raises(ValueError):
         BAD_ARGUMENTS[case]()
+
+
+def colored_pixels(png: bytes, color: str) -> int:
+    from matplotlib.colors import to_rgb
+
+    target = np.array(to_rgb(color)) * 255
+    pixels = np.asarray(open_png(png).convert("RGB"), dtype=float)
+    return int((np.abs(pixels - target).max(axis=-1) < 8).sum())
+
+
+def test_the_forest_plot_marks_real_differences_only_where_the_interval_excludes_zero():
+    noise = [("a", 0.9, -0.4, 2.3), ("b", -1.1, -2.5, 0.2)]
+    real = noise + [("c", -4.9, -8.1, -1.7)]
+    assert colored_pixels(plots.accuracy_forest(noise), plots.REAL_COLOR) == 0
+    assert colored_pixels(plots.accuracy_forest(noise), plots.NOISE_COLOR) > 100
+    assert colored_pixels(plots.accuracy_forest(real), plots.REAL_COLOR) > 100

@@ -271,9 +271,9 @@ def seconds_cell(summary: VariantSummary, compact: bool = True) -> str:
     return cell + (SIDE_BY_SIDE_MARK if execution.mode != "alone" else "")
 
 
-def table_notes(summaries: list[VariantSummary]) -> list[str]:
+def table_notes(summaries: list[VariantSummary], work_header: str = "GFLOP/ep") -> list[str]:
     """What the table's marks and work column mean, each note a line of under 80 characters."""
-    notes = ["mean ± std over seeds; GFLOP/ep: training work, 6 × MACs × images",
+    notes = [f"mean ± std over seeds; {work_header}: training work, 6 × MACs × images",
              "test loss, seeds and the boards each variant fits are in report.md"]
     grouped = sorted({s.execution.seeds for s in summaries if s.execution and s.execution.mode != "alone"})
     if grouped:

@@ -171,7 +171,7 @@ def board_rows(report: Report) -> list[tuple[str, ...]]:
 
 def _notes(report: Report) -> list[str]:
     """The variants table's notes, without the terminal's pointer to this report."""
-    return [note for note in table_notes(report.summaries) if "report.md" not in note]
+    return [note for note in table_notes(report.summaries, TABLE_HEADER[7]) if "report.md" not in note]
 
 
 def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -212,6 +212,7 @@ STYLE = (
     ".answers{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}"
     ".answers figure{flex:1 1 34rem;margin:0}.answers ul{flex:1 1 28rem;margin:0;padding-left:1.2rem}"
     ".answers li{margin-bottom:.6rem}.note{color:#555}"
+    "@media (max-width:900px){table{font-size:.85rem}td,th{padding:.25rem .35rem}}"
 )
 
 

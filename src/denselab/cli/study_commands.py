@@ -54,8 +54,9 @@ def explore(
     datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
     with RunStore(db) as store:
         if not as_json:
-            console.print(f"study {study.name}: {len(study.variants)} variants × {len(study.seeds)} seeds "
-                          f"from {study.source}; runs in {db}")
+            source = "built in" if study_file is None else f"from {study.source}"
+            console.print(f"study {study.name} ({source}): {len(study.variants)} variants × {len(study.seeds)} seeds; "
+                          f"runs in {db}")
         try:
             with _study_progress() as on_progress:
                 outcome = run_study(study, store, models_dir, datasets, chosen, on_progress)
