@@ -5,10 +5,13 @@ import gzip
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +110,25 @@ def assert_one_line_error(result, *fragments):
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def wait_until_serving(port: int, what: str, seconds: float = 60, process=None) -> None:
+    """Return once http://127.0.0.1:PORT/ answers; fail after `seconds`, or when `process` (a Popen) ends."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{what} did not answer on port {port} within {seconds} s")
+
+
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 where nothing listens: the system's choice, closed again at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

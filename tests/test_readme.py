@@ -27,15 +27,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import third_party_log_marks
+from conftest import third_party_log_marks, wait_until_serving
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -153,16 +151,8 @@ def without_arm_compiler(folder: Path, environment: dict) -> dict:
     return {**environment, "PATH": str(tools)}
 
 
-def wait_for_server(command: str, seconds: float = 60) -> None:
-    port = re.search(r"--port (\d+)", command).group(1)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{command} did not answer within {seconds} s")
+def wait_for_server(command: str) -> None:
+    wait_until_serving(int(re.search(r"--port (\d+)", command).group(1)), command)
 
 
 def run_session(session: Session, folder: Path, environment: dict) -> None:

@@ -1,5 +1,6 @@
 """`denselab explore` on a real two-node Ray cluster, started by the README's steps from empty
-homes (see conftest.ray_cluster), and a Ray worker killed in the middle of a run.
+homes (see conftest.ray_cluster), a Ray worker killed in the middle of a run, and cluster
+addresses that cannot work.
 
 The engine's own assertions under every executor are in test_runs_engine.py.
 """
@@ -13,7 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import assert_no_third_party_logs, denselab, inside, stored_runs
+import pytest
+
+from conftest import assert_no_third_party_logs, assert_one_line_error, denselab, inside, stored_runs, unused_port
+from denselab.errors import BadInput
+from denselab.runs.executors import choose_executor, split_address
 from test_study import SMALL_STUDY
 
 
@@ -79,3 +84,29 @@ def test_a_killed_worker_is_retried_and_the_study_finishes(ray_cluster, fashion_
     assert len(runs) == 4 and {run["status"] for run in runs} == {"finished"}
     # Ray's raylet reports the killed worker on the driver's stdout before our JSON line.
     assert json.loads(stdout.strip().splitlines()[-1])["runs_failed"] == 0
+
+
+def test_an_address_where_nothing_listens_is_refused_in_seconds(fashion_slice_dir, tmp_path):
+    """Ray itself retries such an address for minutes; the study must say so at once, and write nothing."""
+    address = f"127.0.0.1:{unused_port()}"
+    started = time.monotonic()
+    result = denselab(*explore(fashion_slice_dir, tmp_path, "--executor", "ray", "--ray-address", address))
+    assert time.monotonic() - started < 30
+    assert_one_line_error(result, f"cannot reach the Ray cluster at {address}: nothing listens there",
+                          "ray start --head")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["study.toml"]  # no database, model or report
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5:", ":6379", "10.0.0.5:0", "10.0.0.5:65536",
+                                     "10.0.0.5:http", "10.0.0.5:+6379", "head node:6379", "10.0.0.5:" + "9" * 5000])
+def test_an_address_that_is_not_host_and_port_is_refused(address):
+    with pytest.raises(BadInput, match="is not HOST:PORT"):
+        choose_executor("ray", address=address)
+
+
+def test_addresses_ray_takes():
+    assert split_address("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert split_address("[::1]:6379") == ("::1", 6379)
+    assert split_address("ray://head.example:10001") == ("head.example", 10001)  # Ray Client
+    with pytest.raises(BadInput, match="needs --executor ray"):
+        choose_executor("local", address="10.0.0.5:6379")

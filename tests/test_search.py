@@ -17,6 +17,7 @@ import pytest
 
 from conftest import (
     assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab, inside, stored_runs,
+    unused_port,
 )
 from denselab.data import load_dataset
 from denselab.export import LiteRTClassifier
@@ -182,11 +183,35 @@ def test_the_search_runs_on_the_other_executors(kind, fashion_slice_dir, tmp_pat
     (("--target", "samd21", "--runtime", "rust"), "unknown runtime 'rust'"),
     (("--target", "samd21", "--trials", "0"), "--trials must be at least 1, got 0"),
     (("--target", "samd21", "--finalists", "0"), "--finalists must be at least 1, got 0"),
+    (("--flash", "inf", "--ram", "32"), "--flash must be a positive number of kilobytes, got inf"),
+    (("--target", "samd21", "--seed", "-1"), "--seed must be an integer from 0 to 4294967295, got -1"),
+    (("--target", "samd21", "--seed", str(2**32)), "--seed must be an integer from 0 to 4294967295"),
+    (("--target", "samd21", "--validation", "0"), "--validation must be at least 1 image, got 0"),
+    (("--target", "samd21", "--validation", "-5"), "--validation must be at least 1 image, got -5"),
+    (("--target", "samd21", "--validation", "6000"), "--validation 6000 leaves no images to train on: there are "
+                                                      "6,000 training images"),  # the slice's
+    (("--target", "samd21", "--ray-address", "127.0.0.1:6379"), "--ray-address '127.0.0.1:6379' needs --executor ray"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(target, expected, fashion_slice_dir, tmp_path):
     result = denselab(*search_args(fashion_slice_dir, tmp_path, target=target))
     assert_one_line_error(result, expected)
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # no store, journal, model or report
+
+
+def test_a_models_dir_that_is_a_file_is_refused_before_anything_is_written(fashion_slice_dir, tmp_path):
+    (tmp_path / "models").write_text("keep")
+    result = denselab(*search_args(fashion_slice_dir, tmp_path))  # --models-dir tmp_path/models
+    assert_one_line_error(result, f"models directory {tmp_path / 'models'} is a file; choose another --models-dir")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["models"]
+
+
+def test_a_cluster_address_where_nothing_listens_is_refused_in_seconds(fashion_slice_dir, tmp_path):
+    address = f"127.0.0.1:{unused_port()}"
+    started = time.monotonic()
+    result = denselab(*search_args(fashion_slice_dir, tmp_path, "--executor", "ray", "--ray-address", address))
+    assert time.monotonic() - started < 30
+    assert_one_line_error(result, f"cannot reach the Ray cluster at {address}: nothing listens there")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
 def test_the_c_runtime_reaches_a_budget_tflm_cannot(fashion_slice_dir, tmp_path):

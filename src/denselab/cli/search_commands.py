@@ -57,8 +57,9 @@ def search(
     settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
     chosen = choose_executor(executor, workers, ray_address)
     out = out or Path("reports/search") / chosen_target.key
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"report directory {out} is a file; choose another --out")
+    for what, option, folder in (("report", "--out", out), ("models", "--models-dir", models_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"{what} directory {folder} is a file; choose another {option}")
     training, load_test = load_training_only("fashion-mnist", data_dir)
     if not as_json:
         console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "

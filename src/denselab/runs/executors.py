@@ -13,6 +13,7 @@ once, and each task sends its model back as bytes: the nodes need no shared file
 
 import contextlib
 import os
+import socket
 import sys
 import traceback
 import warnings
@@ -25,6 +26,11 @@ from denselab.quiet import c_output_silenced, verbose
 
 MAX_RETRIES = 2  # a Ray task whose worker process dies is run again up to this many times
 UNBOUNDED = 1_000_000  # Ray schedules every submitted task itself
+# How long the cluster's address may take to accept a connection. Ray itself retries an
+# address where nothing listens for minutes before it gives up; a head node on a network
+# answers in milliseconds.
+CONNECT_SECONDS = 5
+RAY_OWN_ADDRESSES = ("auto", "local")  # Ray's words for "the cluster on this machine" and "a new one"
 
 
 def describe_error(error: BaseException) -> str:
@@ -104,6 +110,8 @@ class RayExecutor:
 
     def _join(self, ray) -> None:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        if self.address:
+            check_reachable(self.address)  # again: it may have gone since the command started
         try:
             with warnings.catch_warnings():
                 # JAX warns at every fork once it is imported; Ray's fork is subprocess's fork-and-exec,
@@ -130,6 +138,38 @@ class RayExecutor:
         return options
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of a cluster's "HOST:PORT" ("[::1]:6379" for IPv6, "ray://HOST:PORT" for Ray Client)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    plain_host = host.isprintable() and not any(character.isspace() for character in host)
+    if not (colon and host and plain_host and port.isascii() and port.isdigit() and len(port) <= 5
+            and 0 < int(port) < 65536):
+        raise BadInput(f"--ray-address {address!r} is not HOST:PORT, the head node's address and port "
+                       "(e.g. 10.0.0.5:6379)")
+    return host, int(port)
+
+
+def check_reachable(address: str) -> None:
+    """BadInput within CONNECT_SECONDS when nothing accepts a connection at a cluster's address."""
+    if address in RAY_OWN_ADDRESSES:
+        return
+    host, port = split_address(address)
+    where = f"cannot reach the Ray cluster at {address}"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+    except (socket.gaierror, UnicodeError):
+        raise BadInput(f"{where}: the host name {host} does not resolve") from None
+    except ConnectionRefusedError:
+        raise BadInput(f"{where}: nothing listens there; start the head node with "
+                       f"ray start --head --port={port}") from None
+    except TimeoutError:
+        raise BadInput(f"{where}: no answer in {CONNECT_SECONDS} s; check the address, and that no firewall "
+                       f"drops port {port}") from None
+    except OSError as error:
+        raise BadInput(f"{where}: {error.strerror or error}; check the address") from None
+
+
 def local_workers(count: int) -> RayExecutor:
     """`count` runs at a time, in worker processes of a local Ray instance, one CPU each."""
     return RayExecutor(local_cpus=count)
@@ -144,7 +184,11 @@ def choose_executor(kind: str, workers: int = 1, address: str | None = None, cpu
         raise BadInput(f"--workers must be >= 1, got {workers}")
     if not cpus_per_run > 0 or not gpus_per_run >= 0:
         raise BadInput("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+    if address is not None and kind != "ray":
+        raise BadInput(f"--ray-address {address!r} needs --executor ray")
     if kind == "ray":
+        if address is not None:
+            check_reachable(address)  # before anything is written, and in seconds rather than Ray's minutes
         # Without an address, --workers sizes the local Ray instance that is started.
         return RayExecutor(address, cpus_per_run, gpus_per_run, workers if workers > 1 and address is None else None)
     return local_workers(workers) if workers > 1 else InProcess()

@@ -21,10 +21,11 @@ from denselab.errors import BadInput
 from denselab.runs.engine import execute, plan_runs, train_runs
 from denselab.runs.store import RunStore
 from denselab.search import space
-from denselab.search.split import VALIDATION_IMAGES
+from denselab.search.split import VALIDATION_IMAGES, check_validation_size
 from denselab.search.target import Footprints, Target
 
 ETA = 3  # successive halving keeps the best 1/ETA of a rung and trains it ETA times longer
+MAX_SEED = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
 MISSES_PER_TRIAL = 20  # proposals that cannot fit or fail, per trial asked for, before the search gives up
 
 
@@ -43,6 +44,9 @@ class SearchSettings:
             raise BadInput(f"--epochs-max must be at least 1, got {self.epochs_max}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise BadInput(f"--time-budget must be a positive number of minutes, got {self.time_budget_minutes}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise BadInput(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        check_validation_size(self.validation)
 
     def rungs(self) -> list[int]:
         """Epochs of each rung, e.g. [2, 6, 18] for epochs_max 18."""

@@ -16,11 +16,18 @@ VALIDATION_IMAGES = 10_000  # a sixth of Fashion-MNIST's 60 000 training images,
 SPLIT_SEED = 0
 
 
+def check_validation_size(count: int, training_images: int | None = None) -> None:
+    """BadInput unless `count` is at least one image and, when `training_images` is known, leaves some to train on."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise BadInput(f"--validation must be at least 1 image, got {count}")
+    if training_images is not None and count >= training_images:
+        raise BadInput(f"--validation {count} leaves no images to train on: there are {training_images:,} "
+                       f"training images; choose fewer")
+
+
 def validation_indices(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) -> np.ndarray:
     """`count` indices into `labels`, in proportion to each class's share, in sorted order."""
-    if not 0 < count < len(labels):
-        raise BadInput(f"a validation split of {count} images needs more than {count} training images, "
-                       f"there are {len(labels)}")
+    check_validation_size(count, len(labels))
     rng = np.random.default_rng(seed)
     classes, sizes = np.unique(labels, return_counts=True)
     # Largest remainders make the per-class counts sum to exactly `count`.

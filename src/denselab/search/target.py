@@ -10,6 +10,7 @@ nonzero biases, as trained ones have) and reused for every trial of it: the size
 with the trained model's to a few bytes (8 of 699 928 seen), the arena exactly. The finalists' own figures are measured again.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,7 @@ def resolve_target(board: str | None, flash_kb: float | None, ram_kb: float | No
     if flash_kb is None or ram_kb is None:
         raise BadInput("a search needs --target BOARD, or a custom budget with both --flash KB and --ram KB")
     for option, value in (("--flash", flash_kb), ("--ram", ram_kb)):
-        if not value > 0:
+        if not 0 < value < math.inf:
             raise BadInput(f"{option} must be a positive number of kilobytes, got {value}")
     return Target("custom", f"custom budget ({flash_kb:g} KB flash, {ram_kb:g} KB RAM)",
                   int(flash_kb * 1024), int(ram_kb * 1024), runtime, runtime_flash)
