@@ -559,3 +559,49 @@ def test_keras_file_with_mutated_members(small_keras_file, scratch, data):
         for name, value in contents.items():
             changed.writestr(name, value)
     keras_reads_or_bad_input(buffer.getvalue(), scratch)
+
+
+# --- a run's metrics.json beside a model, as predict, evaluate, serve and export read it -------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.sampled_from(["scale", "none", "fashion-mnist", "mnist"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+METRICS_KEYS = st.sampled_from(["normalization", "dataset", "test_accuracy", "seed", "epochs"])
+
+
+@FUZZ
+@given(data=st.binary(max_size=128) | st.dictionaries(METRICS_KEYS, JSON_VALUES, max_size=4).map(
+    lambda metadata: json.dumps(metadata).encode()))
+@example(data=b'{"dataset": []}')  # TypeError: a list does not hash
+@example(data=b'{"test_accuracy": NaN}')  # /model then answered 500: NaN is not JSON
+def test_metrics_json_beside_a_model(scratch, data):
+    from denselab.data import CLASS_NAMES, NORMALIZATIONS
+    from denselab.keras_file import read_metadata
+
+    (scratch / "metrics.json").write_bytes(data)
+    read = parses_or_bad_input(read_metadata, scratch / "model.keras")
+    if read is not None:
+        normalization, dataset, test_accuracy = read
+        assert normalization in NORMALIZATIONS and dataset in CLASS_NAMES
+        assert test_accuracy is None or 0 <= test_accuracy <= 1
+
+
+# --- --ray-address ---------------------------------------------------------------------------
+
+ADDRESS_PARTS = st.text(max_size=12) | st.sampled_from(["10.0.0.5", "[::1]", "ray://head", "localhost", ""])
+PORTS = st.text(alphabet="0123456789+-²٣ x", max_size=6) | st.integers(-10, 70_000).map(str)
+
+
+@FUZZ
+@given(address=st.text(max_size=30) | st.tuples(ADDRESS_PARTS, PORTS).map(":".join))
+@example(address="head:²")  # str.isdigit() takes it, int() does not
+def test_ray_address(address):
+    from denselab.runs.executors import split_address
+
+    parsed = parses_or_bad_input(split_address, address)
+    if parsed is not None:
+        host, port = parsed
+        assert host and host in address and 0 < port < 65536 and int(address.rpartition(":")[2]) == port

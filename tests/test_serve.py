@@ -1,6 +1,11 @@
-"""The HTTP API against the app (FastAPI's TestClient), every bad input included."""
+"""The HTTP API against the app (FastAPI's TestClient), every bad input included, and `denselab
+serve` itself: a real uvicorn on loopback, and the start-ups that fail."""
 
 import io
+import shutil
+import subprocess
+import sys
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -8,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import assert_one_line_error, denselab, unused_port, wait_until_serving
+from denselab.errors import BadInput
 from denselab.serve import MAX_BATCH, create_app
 from denselab.train import load_trained_model
 
@@ -120,13 +127,19 @@ def test_concurrent_requests(client, fashion):
         assert set(pool.map(one, range(64))) == {200}
 
 
-def test_serves_an_int8_tflite_model(trained_dir, fashion, predictor, tmp_path):
+@pytest.fixture(scope="module")
+def int8_file(trained_dir, fashion, tmp_path_factory):
+    """The trained model as an int8 .tflite, alone in its folder (no metrics.json beside it)."""
     from denselab.export import calibration_images, convert
 
     trained = load_trained_model(trained_dir / "model.keras")
-    path = tmp_path / "model_int8.tflite"
+    path = tmp_path_factory.mktemp("int8") / "model_int8.tflite"
     path.write_bytes(convert(trained.model, "int8", calibration_images(fashion)))
-    tflite_client = TestClient(create_app(path))
+    return path
+
+
+def test_serves_an_int8_tflite_model(int8_file, fashion, predictor):
+    tflite_client = TestClient(create_app(int8_file))
     model = tflite_client.get("/model").json()
     assert model["format"] == "tflite" and model["input_type"] == "int8"
     images = fashion.test_images[:20]
@@ -138,9 +151,65 @@ def test_serves_an_int8_tflite_model(trained_dir, fashion, predictor, tmp_path):
 
 def test_not_a_model(tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"junk")
-    from denselab.errors import BadInput
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "notes.keras").write_text("not a zip")
+    (tmp_path / "folder.keras").mkdir()
+    for name, message in [("model.tflite", "is not a TensorFlow Lite model"), ("absent.keras", "does not exist"),
+                          ("empty.tflite", "empty.tflite is empty, not a model file"),
+                          ("notes.keras", "notes.keras is not a Keras model file (not a zip archive)"),
+                          ("folder.keras", "folder.keras is a directory, not a model file")]:
+        with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+            create_app(tmp_path / name)
 
-    with pytest.raises(BadInput, match="is not a TensorFlow Lite model"):
-        create_app(tmp_path / "model.tflite")
-    with pytest.raises(BadInput, match="does not exist"):
-        create_app(tmp_path / "absent.keras")
+
+def test_what_lies_beside_a_tflite_model_is_checked(int8_file, tmp_path):
+    """metrics.json beside an export says what its inputs are; a damaged one, or a bad override, is refused."""
+    shutil.copy(int8_file, tmp_path / "model_int8.tflite")
+    (tmp_path / "metrics.json").write_text("{damaged")
+    with pytest.raises(BadInput, match="metrics.json is not valid JSON"):
+        create_app(tmp_path / "model_int8.tflite")
+    (tmp_path / "metrics.json").write_text('{"normalization": "none"}')
+    assert create_app(tmp_path / "model_int8.tflite")  # what a run's metrics.json says
+    with pytest.raises(BadInput, match="unknown normalization 'zscore'"):
+        create_app(tmp_path / "model_int8.tflite", normalization="zscore")
+    with pytest.raises(BadInput, match="is not a directory"):
+        create_app(tmp_path / "model_int8.tflite", data_dir=tmp_path / "metrics.json")
+
+
+# --- `denselab serve`: the real server, and start-ups that fail in one line ---------------------
+
+def test_a_port_in_use_is_one_line_and_the_first_server_keeps_serving(trained_dir):
+    port = unused_port()
+    command = [sys.executable, "-m", "denselab", "serve", str(trained_dir / "model.keras"), "--port", str(port)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_serving(port, "denselab serve", process=first)
+        second = denselab("serve", trained_dir / "model.keras", "--port", port)
+        assert_one_line_error(second, f"cannot listen on 127.0.0.1:{port}: the port is already in use")
+        assert "ERROR" not in second.stdout + second.stderr and "serving" not in second.stdout  # uvicorn's own line
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
+    finally:
+        first.terminate()
+        stdout, stderr = first.communicate(timeout=30)
+    assert stdout.splitlines()[0].endswith(f"on http://127.0.0.1:{port}/") and stderr == ""
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--host", "no-such-host.invalid"], ["cannot listen on no-such-host.invalid:", "does not resolve"]),
+    (["--host", "203.0.113.7"], ["cannot listen on 203.0.113.7:", "not an address of this machine"]),  # TEST-NET-3
+    (["--host", ""], ["--host '' is not an address"]),
+    (["--host", "local\nhost"], ["--host 'local\\nhost' is not an address"]),
+    (["--port", "0"], ["--port 0 is not a port number"]),
+    (["--port", "65536"], ["--port 65536 is not a port number"]),
+    (["--port", "x"], ["--port"]),
+])
+def test_a_start_up_that_fails_is_one_line(trained_dir, args, fragments):
+    result = denselab("serve", trained_dir / "model.keras", "--port", unused_port(), *args)
+    assert_one_line_error(result, *fragments)
+    assert "ERROR" not in result.stdout + result.stderr
+
+
+def test_serve_refuses_a_directory_and_a_file_that_is_not_a_model(tmp_path):
+    (tmp_path / "README.md").write_text("# not a model")
+    assert_one_line_error(denselab("serve", tmp_path), f"{tmp_path} is a directory, not a model file")
+    assert_one_line_error(denselab("serve", tmp_path / "README.md"), "README.md is not a Keras model file")

@@ -17,7 +17,7 @@ import numpy as np
 
 from denselab.data import IMAGE_SIDE, NUM_CLASSES
 from denselab.errors import BadInput
-from denselab.model import ACTIVATIONS, ModelSpec
+from denselab.model import ACTIVATIONS, ModelSpec, check_keras_file
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,7 @@ class DenseWeights:
 
 def read_dense_weights(path: Path) -> DenseWeights:
     """The dense classifier in a `.keras` file; BadInput naming the file when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"model file {path} does not exist")
+    path = check_keras_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -141,11 +139,21 @@ def read_metadata(path: Path, normalization: str | None = None, dataset_name: st
             raise BadInput(f"{metrics_path} is not valid JSON; delete it or retrain") from None
         if not isinstance(metadata, dict):
             raise BadInput(f"{metrics_path} is not a JSON object; delete it or retrain")
-    normalization = normalization or metadata.get("normalization", "scale")
-    dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
-    check_normalization(normalization)
-    check_dataset_name(dataset_name)
-    return normalization, dataset_name, metadata.get("test_accuracy")
+    # The options are the user's; what metrics.json holds is named with its file.
+    for check, given in ((check_normalization, normalization), (check_dataset_name, dataset_name)):
+        if given is not None:
+            check(given)
+    try:
+        normalization = normalization or metadata.get("normalization", "scale")
+        dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
+        for check, value in ((check_normalization, normalization), (check_dataset_name, dataset_name)):
+            check(value if isinstance(value, str) else repr(value))  # a list would not even hash
+        test_accuracy = metadata.get("test_accuracy")
+        if test_accuracy is not None and not (type(test_accuracy) in (int, float) and 0 <= test_accuracy <= 1):
+            raise BadInput(f"test_accuracy {test_accuracy!r} is not a fraction from 0 to 1")
+    except BadInput as error:
+        raise BadInput(f"{metrics_path}: {error}; delete it or retrain") from None
+    return normalization, dataset_name, test_accuracy
 
 
 def load_trained_weights(path: Path, normalization: str | None = None, dataset_name: str | None = None) -> TrainedWeights:

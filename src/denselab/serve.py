@@ -6,7 +6,9 @@ pool, so a slow request does not hold up the others. The NumPy predictor is read
 and a LiteRT interpreter is guarded by a lock.
 """
 
+import errno
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import numpy as np
 
 from denselab.data import CLASS_NAMES, IMAGE_SIDE, MAX_IMAGE_SIDE, image_bytes_to_pixels
 from denselab.errors import BadInput
+from denselab.model import check_model_file
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 256
@@ -34,9 +37,7 @@ class LoadedModel:
 
 def load_for_serving(path: Path, normalization: str | None = None) -> LoadedModel:
     """Load a .keras or .tflite model (float or int8) for the service."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"model file {path} does not exist")
+    path = check_model_file(path)
     if path.suffix == ".tflite":
         return _load_tflite(path, normalization)
     from denselab.keras_file import load_trained_weights
@@ -54,16 +55,16 @@ def load_for_serving(path: Path, normalization: str | None = None) -> LoadedMode
 
 def _load_tflite(path: Path, normalization: str | None) -> LoadedModel:
     from denselab.export import LiteRTClassifier, op_names
+    from denselab.keras_file import METRICS_FILE, read_metadata
 
-    model_bytes = path.read_bytes()
+    try:
+        model_bytes = path.read_bytes()
+    except OSError as error:
+        raise BadInput(f"cannot read {path}: {error.strerror}") from None
     # metrics.json of the run sits beside the model, or one folder up for `denselab export`'s export/.
-    metadata = {}
-    for folder in (path.parent, path.parent.parent):
-        if (folder / "metrics.json").is_file():
-            metadata = json.loads((folder / "metrics.json").read_text())
-            break
-    normalization = normalization or metadata.get("normalization", "scale")
-    dataset = metadata.get("dataset", "fashion-mnist")
+    folder = next((folder for folder in (path.parent, path.parent.parent) if (folder / METRICS_FILE).is_file()),
+                  path.parent)
+    normalization, dataset, _ = read_metadata(folder / path.name, normalization)
     try:
         classifier = LiteRTClassifier(model_bytes, normalization)
         operators = op_names(model_bytes)
@@ -71,6 +72,9 @@ def _load_tflite(path: Path, normalization: str | None) -> LoadedModel:
         raise BadInput(f"{path} is not a TensorFlow Lite model ({error})") from None
     if list(classifier.input["shape"]) != [1, IMAGE_SIDE, IMAGE_SIDE]:
         raise BadInput(f"{path} takes inputs of shape {list(classifier.input['shape'])}, not [1, 28, 28]")
+    if list(classifier.output["shape"]) != [1, len(CLASS_NAMES[dataset])]:
+        raise BadInput(f"{path} gives outputs of shape {list(classifier.output['shape'])}, "
+                       f"not [1, {len(CLASS_NAMES[dataset])}] (one per class of {dataset})")
     lock = threading.Lock()
 
     def probabilities(pixels: np.ndarray) -> np.ndarray:
@@ -100,6 +104,58 @@ def pixels_from_json(value, where: str = "pixels") -> np.ndarray:
     return np.rint(array).astype(np.uint8)
 
 
+# Why a socket could not be bound, in the user's terms.
+_BIND_PROBLEMS = {
+    errno.EADDRINUSE: "the port is already in use; choose another --port",
+    errno.EADDRNOTAVAIL: "not an address of this machine; try --host 127.0.0.1",
+    errno.EACCES: "permission denied (ports below 1024 need root)",
+}
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port`, or BadInput naming the address and what is wrong.
+
+    Bound here, before uvicorn starts, so that a port in use or a host that does not resolve
+    is one line; uvicorn itself logs an error of its own and exits with status 3. Like
+    uvicorn, IPv6 only for a host with a colon, and SO_REUSEADDR for a quick restart.
+    """
+    if not 0 < port < 65536:
+        raise BadInput(f"--port {port} is not a port number (1-65535)")
+    if not host.strip() or not host.isprintable():
+        raise BadInput(f"--host {host!r} is not an address; give one of this machine's, e.g. 127.0.0.1")
+    address = server_address(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        [(family, kind, protocol, _, where), *_] = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
+                                                                      flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise BadInput(f"cannot listen on {address}: the host name does not resolve; try --host 127.0.0.1") from None
+    listening = socket.socket(family, kind, protocol)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(where)
+    except OSError as error:
+        listening.close()
+        raise BadInput(f"cannot listen on {address}: {_BIND_PROBLEMS.get(error.errno, error.strerror)}") from None
+    return listening
+
+
+def server_address(host: str, port: int) -> str:
+    """host:port as it goes in a URL ([::1]:8000 for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve_forever(application, listening: socket.socket) -> None:
+    """Run `application` with uvicorn on the bound socket until Ctrl-C; uvicorn logs warnings and errors only."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    with listening:
+        server.run(sockets=[listening])
+    if not server.started:
+        raise RuntimeError("uvicorn stopped before it started serving")
+
+
 def create_app(model_path: Path, normalization: str | None = None, data_dir: Path | None = None):
     """The FastAPI app serving one model, loaded now."""
     from fastapi import FastAPI, Request
@@ -108,7 +164,11 @@ def create_app(model_path: Path, normalization: str | None = None, data_dir: Pat
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
+    from denselab.data import given_data_dir
+
     loaded = load_for_serving(model_path, normalization)
+    if data_dir is not None:  # asked for by name: checked now, not at the first random test image
+        given_data_dir(Path(data_dir), loaded.description["dataset"])
     names = loaded.class_names
     app = FastAPI(title="denselab", description="Fashion-MNIST dense classifier: " + loaded.description["path"])
     test_set = {}  # loaded on first use of /random-test-image

@@ -4,9 +4,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from denselab.cli.app import DataDirOption, app, console
-from denselab.errors import BadInput
 
 
 @app.command()
@@ -18,12 +18,11 @@ def serve(
     data_dir: DataDirOption = None,
 ):
     """Serve predictions: POST /predict, GET / (a page to draw or upload), GET /docs (OpenAPI)."""
-    from denselab.serve import create_app
+    from denselab.serve import create_app, listening_socket, serve_forever, server_address
 
-    if not 0 < port < 65536:
-        raise BadInput(f"--port {port} is not a port number (1-65535)")
     application = create_app(model, normalization, data_dir)
-    import uvicorn
-
-    console.print(f"serving {model} on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    listening = listening_socket(host, port)
+    url = f"http://{server_address(host, port)}/"
+    console.print(f"serving {escape(str(model))} on {url}", highlight=False, soft_wrap=True)
+    console.print(f"API docs at {url}docs; Ctrl-C stops", highlight=False)
+    serve_forever(application, listening)
