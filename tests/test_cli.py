@@ -155,3 +155,20 @@ def test_same_code_trains_on_the_tensorflow_backend(fashion_slice_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["test_accuracy"] > 0.5
     assert json.loads((tmp_path / "tf" / "metrics.json").read_text())["keras_backend"] == "tensorflow"
+
+
+def test_runs_refuses_a_database_that_is_not_one_and_writes_nothing(tmp_path):
+    from denselab.runs.store import RunStore
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    (tmp_path / "notes.sqlite").write_text("not a database")
+    for name, problem in [("folder", "is a directory"), ("empty.sqlite", "is empty"),
+                          ("notes.sqlite", "cannot be used: file is not a database")]:
+        assert_one_line_error(denselab("runs", "list", "--db", tmp_path / name), f"run database {tmp_path / name}",
+                              problem)
+    assert (tmp_path / "empty.sqlite").read_bytes() == b""  # SQLite would have written a schema into it
+    with RunStore(tmp_path / "runs.sqlite"):
+        pass
+    huge = "9" * 30  # beyond SQLite's integers
+    assert_one_line_error(denselab("runs", "show", huge, "--db", tmp_path / "runs.sqlite"), f"no run with id {huge}")

@@ -177,8 +177,12 @@ RUN_HEADERS = {"test_accuracy": "test acc.", "test_loss": "test loss", "epochs_r
 def _open_existing_store(db: Path):
     from denselab.runs.store import RunStore
 
+    if db.is_dir():
+        raise BadInput(f"run database {db} is a directory; pass --db with the database file")
     if not db.is_file():
         raise BadInput(f"run database {db} does not exist; run 'denselab explore' first or pass --db")
+    if db.stat().st_size == 0:  # SQLite would take it, and write a schema into it, for a read
+        raise BadInput(f"run database {db} is empty; run 'denselab explore' first or pass --db")
     return RunStore(db)
 
 

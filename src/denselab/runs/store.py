@@ -159,6 +159,8 @@ class RunStore:
         return _as_dict(row)
 
     def run(self, run_id: int) -> dict:
+        if not 0 <= run_id < 2**63:  # beyond SQLite's integers no run can have it
+            raise BadInput(f"no run with id {run_id} in {self.path}")
         row = self.connection.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise BadInput(f"no run with id {run_id} in {self.path}")
