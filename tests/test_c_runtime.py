@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -17,13 +18,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from denselab.deploy import toolchain
+from denselab.deploy.c_export import check_c_options
 from denselab.deploy.c_footprint import c_flash_bytes, c_ram_bytes
 from denselab.deploy.c_source import HEADER, SOURCE, c_sources, pixel_table
-from denselab.deploy.cortex_m import check_on_cortex_m4, section_sizes
+from denselab.deploy.cortex_m import (
+    FIRMWARE_FLASH_BYTES, build_firmware, check_on_cortex_m4, emulated_memory, most_embedded_images, section_sizes,
+)
 from denselab.deploy.host_check import check_on_host
 from denselab.deploy.quantized import (
     DenseLayer, QuantizedClassifier, quantize_multiplier, read_quantized_classifier, softmax_parameters,
 )
+from denselab.errors import BadInput
 from denselab.export import LiteRTClassifier, calibration_images, convert
 from denselab.model import ModelSpec, build_model
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
@@ -282,13 +288,63 @@ def test_a_missing_toolchain_names_the_package(missing, package, trained_dir, tm
 
 @pytest.mark.parametrize("args, fragment", [
     (["--quantize", "float16"], "need the int8 export"),
-    (["--qemu-images", "0"], "--qemu-images"),
+    (["--qemu-images", "0"], "--qemu-images must be at least 1, got 0"),
+    (["--qemu-images", "-3"], "--qemu-images must be at least 1, got -3"),
+    (["--host-images", "0"], "--host-images must be at least 1, got 0"),
+    (["--host-images", "-1", "--no-check"], "--host-images must be at least 1, got -1"),
+    (["--qemu-images", "10000"], "--qemu-images 10000 is more than the emulated mps2-an386's 4,096 KB of flash"),
+    (["--qemu-images", str(10**30)], "is more than the emulated mps2-an386's"),
+    (["--tflm-images", "0"], "--tflm-images must be >= 1"),
     (["--runtime", "rust"], "unknown runtime"),
 ])
 def test_bad_options(args, fragment, trained_dir, tmp_path):
     result = denselab("export", trained_dir / "model.keras", "--runtime", "c", "--out", tmp_path / "out", *args)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "out").exists()
+
+
+def test_too_many_embedded_images_are_refused_with_the_limit_before_anything_is_built(dense20_export, fashion,
+                                                                                       tmp_path):
+    report, _ = dense20_export
+    limit = most_embedded_images(c_flash_bytes((20,), fashion.class_names))
+    result = denselab("export", report["exports"][0]["path"], "--runtime", "c", "--qemu-images", limit + 1,
+                      "--out", tmp_path / "out")
+    assert_one_line_error(result, f"--qemu-images {limit + 1} is more than", f"at most {limit:,}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_firmware_at_the_image_limit_fits_the_emulated_flash(fashion, tmp_path):
+    """The limit comes from the linker script's FLASH and a bound on the firmware's own code, measured here."""
+    hidden_units = (300,)
+    for name, text in c_sources(synthetic(hidden_units), fashion.class_names, "scale", "synthetic").items():
+        (tmp_path / name).write_text(text)
+    model_flash = c_flash_bytes(hidden_units, fashion.class_names)
+    limit = most_embedded_images(model_flash)
+    image_bytes = fashion.test_images[0].size
+    assert emulated_memory()["FLASH"] - model_flash - FIRMWARE_FLASH_BYTES - limit * image_bytes < image_bytes
+    for images, folder in ((1, tmp_path / "one"), (limit, tmp_path / "limit")):
+        folder.mkdir()
+        pixels = np.resize(fashion.test_images.reshape(len(fashion.test_images), -1), (images, image_bytes))
+        elf, _ = build_firmware(tmp_path, pixels, folder)  # links: the images fit
+        sizes = elf_section_sizes(elf)
+        flash = sizes[".text"] + sizes.get(".ARM.exidx", 0) + sizes[".data"]
+        if images == 1:  # what the bound stands for: all but the model's tables and the images, a little less
+            firmware_alone = flash - model_flash - image_bytes
+            assert 0 <= FIRMWARE_FLASH_BYTES - firmware_alone <= 8192, firmware_alone
+    assert flash <= emulated_memory()["FLASH"]
+
+
+def elf_section_sizes(elf: Path) -> dict[str, int]:
+    """Bytes of each section of an ELF file, by arm-none-eabi-size -A."""
+    listing = subprocess.run([toolchain.arm_tool("size"), "-A", str(elf)], capture_output=True, text=True, check=True)
+    rows = (line.split() for line in listing.stdout.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) >= 2 and row[0].startswith(".") and row[1].isdigit()}
+
+
+def test_a_model_too_large_for_the_emulated_flash_is_refused_before_it_is_built(fashion):
+    with pytest.raises(BadInput, match="leaves no room for a test image .* export it with --no-check"):
+        check_c_options((4096, 1024), fashion.class_names)
+    check_c_options((4096, 1024), fashion.class_names, check=False)  # the sources can still be written
 
 
 def test_a_tflite_file_needs_runtime_c_and_must_be_valid(dense20_export, tmp_path):

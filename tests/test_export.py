@@ -173,6 +173,25 @@ def test_cli_export_out_is_a_file_and_not_a_dense_model(trained_dir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("name, content, args, message", [
+    ("notes.keras", "not a zip", [], "notes.keras is not a Keras model file (not a zip archive)"),  # Keras: "File not found"
+    ("README.md", "# a readme", [], "README.md is not a Keras model file (not a zip archive)"),
+    ("empty.keras", "", [], "empty.keras is empty, not a model file"),
+    ("folder.keras", None, [], "folder.keras is a directory, not a model file"),
+    ("absent.keras", False, [], "model file"),
+    ("junk.tflite", "not a flatbuffer", ["--runtime", "c"], "junk.tflite is not a valid TensorFlow Lite model"),
+    ("empty.tflite", "", ["--runtime", "c"], "empty.tflite is empty, not a model file"),
+    ("folder.tflite", None, ["--runtime", "c", "--no-check"], "folder.tflite is a directory, not a model file"),
+])
+def test_cli_export_names_a_file_that_is_not_a_model(tmp_path, name, content, args, message):
+    if content is None:
+        (tmp_path / name).mkdir()
+    elif content is not False:
+        (tmp_path / name).write_text(content)
+    assert_one_line_error(denselab("export", tmp_path / name, "--out", tmp_path / "out", *args), message)
+    assert not (tmp_path / "out").exists()
+
+
 def test_convert_from_weights_equals_keras(trained_dir, fashion):
     trained = load_trained_model(trained_dir / "model.keras")
     classifier = LiteRTClassifier(convert(trained.model, "none"))

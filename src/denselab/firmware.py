@@ -302,6 +302,10 @@ def export_for_microcontroller(
     from denselab.model import spec_of
 
     model, normalization = trained.model, trained.normalization
+    if runtime == "c":  # refused before any file is written
+        from denselab.deploy.c_export import check_c_options
+
+        check_c_options(spec_of(model).hidden_units, dataset.class_names, **(c_options or {}))
     exports = export_model(model, quantizations, dataset, out_dir, normalization, calibration)
     report = {
         "model": model.name, "keras_test_accuracy": exports[0].test_accuracy + exports[0].accuracy_drop,

@@ -36,20 +36,17 @@ def export(
     """Convert a trained model to TensorFlow Lite, check it under TensorFlow Lite Micro, size it for a board."""
     from denselab.data import check_normalization, load_dataset
     from denselab.export import QUANTIZATIONS, check_quantize
+    from denselab.deploy import toolchain
     from denselab.deploy.boards import load_boards
+    from denselab.deploy.c_export import CHECK_PROGRAMS, check_image_counts
     from denselab.firmware import export_for_microcontroller
     from denselab.train import load_trained_model
 
     if runtime not in ("tflm", "c"):
         raise BadInput(f"unknown runtime {runtime!r}; choose tflm or c")
-    for option, count in (("--host-images", host_images), ("--qemu-images", qemu_images)):
-        if count is not None and count < 1:
-            raise BadInput(f"{option} must be at least 1, got {count}")
+    check_image_counts(host_images, qemu_images)
     c_options = {"check": check, "host_images": host_images, "qemu_images": qemu_images}
     if runtime == "c" and check:
-        from denselab.deploy import toolchain
-        from denselab.deploy.c_export import CHECK_PROGRAMS
-
         for program in CHECK_PROGRAMS:  # before anything is written
             toolchain.find(program)
     if model.suffix == ".tflite":
@@ -87,6 +84,7 @@ def _export_tflite_file(model: Path, runtime: str, target: str | None, out: Path
     from denselab.data import load_dataset
     from denselab.deploy.c_export import export_c_runtime
     from denselab.deploy.boards import io_bytes, load_boards, target_verdict
+    from denselab.model import check_model_file
 
     if runtime != "c":
         raise BadInput(f"{model} is a .tflite file: give --runtime c to make the C runtime from it, "
@@ -95,7 +93,7 @@ def _export_tflite_file(model: Path, runtime: str, target: str | None, out: Path
     if target is not None and target not in boards:
         raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
     try:
-        model_bytes = model.read_bytes()
+        model_bytes = check_model_file(model).read_bytes()
     except OSError as error:
         raise BadInput(f"cannot read {model}: {error.strerror}") from None
     dataset = load_dataset("fashion-mnist", data_dir)

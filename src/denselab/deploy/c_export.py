@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
+from denselab.deploy.c_footprint import c_flash_bytes
 from denselab.deploy.c_source import c_sources
-from denselab.deploy.cortex_m import INSTRUCTIONS_PER_TICK, QEMU_IMAGES, check_on_cortex_m4
+from denselab.deploy.cortex_m import INSTRUCTIONS_PER_TICK, QEMU_IMAGES, check_embedded_images, check_on_cortex_m4
 from denselab.deploy.host_check import check_on_host
 from denselab.deploy.quantized import read_quantized_classifier
 from denselab.errors import BadInput
@@ -42,9 +43,7 @@ def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: st
     if classifier.input_size != dataset.test_images[0].size or classifier.classes != len(dataset.class_names):
         raise BadInput(f"{source} takes {classifier.input_size} inputs and gives {classifier.classes} classes; "
                        f"{dataset.name} has {dataset.test_images[0].size} pixels and {len(dataset.class_names)} classes")
-    for option, count in (("--host-images", host_images), ("--qemu-images", qemu_images)):
-        if count is not None and count < 1:
-            raise BadInput(f"{option} must be at least 1, got {count}")
+    check_c_options(classifier.hidden_units, dataset.class_names, check, host_images, qemu_images)
     if check:
         for program in CHECK_PROGRAMS:
             toolchain.find(program)
@@ -60,6 +59,26 @@ def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: st
         out_dir = prepare_output_dir(out_dir)
         report["files"] = [str(write_bytes_atomically(out_dir / name, text.encode())) for name, text in sources.items()]
     return report
+
+
+def check_image_counts(host_images: int | None, qemu_images: int | None) -> None:
+    """BadInput when --host-images or --qemu-images is given and below 1."""
+    for option, count in (("--host-images", host_images), ("--qemu-images", qemu_images)):
+        if count is not None and count < 1:
+            raise BadInput(f"{option} must be at least 1, got {count}")
+
+
+def check_c_options(hidden_units: tuple[int, ...], class_names: tuple[str, ...], check: bool = True,
+                    host_images: int | None = None, qemu_images: int | None = None) -> None:
+    """The options of `export_c_runtime` for a model of these layers, refused before anything is built or written.
+
+    The QEMU firmware embeds its test images in the emulated board's flash beside the model,
+    whose C runtime takes at most c_flash_bytes (denselab.deploy.c_footprint).
+    """
+    check_image_counts(host_images, qemu_images)
+    if check:
+        check_embedded_images(QEMU_IMAGES if qemu_images is None else qemu_images,
+                              c_flash_bytes(tuple(hidden_units), tuple(class_names)))
 
 
 def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalization: str, host_images: int | None,

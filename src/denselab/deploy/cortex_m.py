@@ -20,16 +20,23 @@ from pathlib import Path
 
 import numpy as np
 
+from denselab.data import IMAGE_SIDE
 from denselab.deploy import toolchain
 from denselab.deploy.c_source import SOURCE
 from denselab.errors import BadInput
 
 QEMU_MACHINE = "mps2-an386"
+LINKER_SCRIPT = "mps2_an386.ld"  # the one place where the emulated board's memory is defined
 SYSTICK_HZ = 25_000_000  # the board's SYSCLK, which clocks SysTick
 INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: one instruction per ns
 QEMU_IMAGES = 100
 QEMU_TIMEOUT_SECONDS = 600
 PAINTED_STACK_BYTES = 32_768
+# The firmware's flash besides the model's C runtime and the embedded images: start-up code,
+# main() and newlib's printf and semihosting, 34,372 bytes measured (arm-none-eabi-gcc 12.2,
+# -Os), rounded up. Each embedded image takes IMAGE_SIDE² bytes.
+FIRMWARE_FLASH_BYTES = 40_960
+_LENGTH_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,32 @@ class EmulatorRun:
     instructions: np.ndarray  # per inference, from SysTick: a multiple of INSTRUCTIONS_PER_TICK
     stack_bytes: int
     first_class: int  # denselab_classify of the first image
+
+
+def emulated_memory() -> dict[str, int]:
+    """Bytes of each memory region of the emulated board ("FLASH", "RAM"), read from its linker script."""
+    script = (resources.files("denselab.deploy") / "c" / LINKER_SCRIPT).read_text()
+    regions = re.findall(r"^\s*(\w+)\s*\([rwx]+\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\d+)([KM]?)\s*$",
+                         script, re.MULTILINE)
+    return {name: int(length) * _LENGTH_UNITS[unit] for name, length, unit in regions}
+
+
+def most_embedded_images(model_flash_bytes: int) -> int:
+    """How many test images the firmware's flash holds beside a C runtime of `model_flash_bytes`."""
+    free = emulated_memory()["FLASH"] - model_flash_bytes - FIRMWARE_FLASH_BYTES
+    return max(0, free // (IMAGE_SIDE * IMAGE_SIDE))
+
+
+def check_embedded_images(images: int, model_flash_bytes: int) -> None:
+    """BadInput, before anything is built, when `images` test images and the model overflow the board's flash."""
+    limit = most_embedded_images(model_flash_bytes)
+    flash = f"{emulated_memory()['FLASH'] // 1024:,} KB of flash"
+    if limit < 1:
+        raise BadInput(f"the model's C runtime ({model_flash_bytes:,} bytes) leaves no room for a test image in "
+                       f"the emulated {QEMU_MACHINE}'s {flash}; export it with --no-check")
+    if images > limit:
+        raise BadInput(f"--qemu-images {images} is more than the emulated {QEMU_MACHINE}'s {flash} holds "
+                       f"beside this model: at most {limit:,}")
 
 
 def firmware_main(pixels: np.ndarray) -> str:
@@ -116,7 +149,7 @@ def build_firmware(sources: Path, pixels: np.ndarray, folder: Path) -> tuple[Pat
     compiler = toolchain.find("arm-none-eabi-gcc")
     package = resources.files("denselab.deploy") / "c"
     (folder / "startup.c").write_text((package / "startup.c").read_text())
-    (folder / "mps2_an386.ld").write_text((package / "mps2_an386.ld").read_text())
+    (folder / LINKER_SCRIPT).write_text((package / LINKER_SCRIPT).read_text())
     (folder / "firmware.c").write_text(firmware_main(pixels))
     objects = []
     for source in (sources / SOURCE, folder / "startup.c", folder / "firmware.c"):
@@ -126,7 +159,7 @@ def build_firmware(sources: Path, pixels: np.ndarray, folder: Path) -> tuple[Pat
         objects.append(target)
     elf, map_file = folder / "firmware.elf", folder / "firmware.map"
     toolchain.compile_c([compiler, *toolchain.CORTEX_M4_FLAGS, "--specs=rdimon.specs", "-nostartfiles",
-                         f"-T{folder / 'mps2_an386.ld'}", f"-Wl,-Map={map_file}", "-Wl,--gc-sections",
+                         f"-T{folder / LINKER_SCRIPT}", f"-Wl,-Map={map_file}", "-Wl,--gc-sections",
                          *map(str, objects), "-o", str(elf)], "the Cortex-M4 firmware")
     return elf, map_file
 
