@@ -36,6 +36,31 @@ import denselab  # noqa: F401, E402  (sets the Keras backend before anything imp
 from denselab.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_dataset
 
 
+# Two variants and one question, the smallest study with an answer; several test files run it.
+SMALL_STUDY = """
+name = "small"
+description = "Two variants for the tests."
+seeds = 2
+
+[defaults]
+hidden = [20]
+epochs = 1
+
+[[variants]]
+name = "narrow"
+reason = "The starting model."
+
+[[variants]]
+name = "wide"
+hidden = [40]
+reason = "Doubling the neurons."
+
+[[questions]]
+question = "Doubling the neurons"
+baseline = "narrow"
+variant = "wide"
+"""
+
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
     """Encode a uint8 array as an IDX file: magic, one big-endian size per dimension, data."""
     header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)

@@ -8,8 +8,6 @@ import pytest
 from PIL import Image
 
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
-# test_explore.py still imports these from here; they live in conftest.py.
-from conftest import assert_fits_80_columns, third_party_log_marks  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +86,8 @@ def test_help_lists_commands():
     (["--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
     (["--normalization", "zscore"], ["unknown normalization 'zscore'"]),
     (["--epochs", "many"], ["--epochs"]),
+    (["--seed", "-1"], ["seed must be an integer from 0 to 4294967295, got -1"]),
+    (["--seed", str(2**32)], ["seed must be an integer from 0 to 4294967295, got 4294967296"]),
 ])
 def test_train_bad_options(args, fragments, tmp_path):
     result = denselab("train", *args, "--out", tmp_path / "out")

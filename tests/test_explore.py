@@ -21,8 +21,8 @@ from denselab.report import build_report, write_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
-from test_cli import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
-from test_study import SMALL_STUDY
+from conftest import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
+from conftest import SMALL_STUDY
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from scipy import stats
 
 from denselab.findings import Summary, answer_questions, summarize_variants, training_seconds, welch_difference
 from denselab.study import parse_study
-from test_study import SMALL_STUDY
+from conftest import SMALL_STUDY
 
 
 @pytest.mark.parametrize("baseline, variant", [

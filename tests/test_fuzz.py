@@ -36,7 +36,7 @@ from denselab.data import (
 )
 from denselab.errors import BadInput
 from denselab.study import builtin_study_path, load_study, parse_study
-from test_study import SMALL_STUDY
+from conftest import SMALL_STUDY
 
 # "quick" tests the same examples on every run, so `make test` passes or fails repeatably;
 # "fuzz" draws fresh ones each time to look further. Neither writes Hypothesis's example

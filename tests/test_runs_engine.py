@@ -19,7 +19,7 @@ from denselab.firmware import deployment_figures
 from denselab.model import load_model
 from denselab.runs.engine import plan_runs
 from denselab.study import parse_study
-from test_study import SMALL_STUDY
+from conftest import SMALL_STUDY
 
 # The tests' small study (narrow and wide, 2 seeds, 1 epoch), renamed, with a variant whose task raises.
 STUDY = SMALL_STUDY.replace('name = "small"', 'name = "engine"', 1) + """

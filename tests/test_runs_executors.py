@@ -19,7 +19,7 @@ import pytest
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab, inside, stored_runs, unused_port
 from denselab.errors import BadInput
 from denselab.runs.executors import choose_executor, split_address
-from test_study import SMALL_STUDY
+from conftest import SMALL_STUDY
 
 
 def explore(data_dir, root: Path, *extra):

@@ -1,32 +1,10 @@
 import pytest
 
+from conftest import SMALL_STUDY
 from denselab.errors import BadInput
 from denselab.model import ModelSpec
 from denselab.study import load_study, parse_study
 
-SMALL_STUDY = """
-name = "small"
-description = "Two variants for the tests."
-seeds = 2
-
-[defaults]
-hidden = [20]
-epochs = 1
-
-[[variants]]
-name = "narrow"
-reason = "The starting model."
-
-[[variants]]
-name = "wide"
-hidden = [40]
-reason = "Doubling the neurons."
-
-[[questions]]
-question = "Doubling the neurons"
-baseline = "narrow"
-variant = "wide"
-"""
 
 
 def test_builtin_study_is_the_exercise():

@@ -35,6 +35,7 @@ MODEL_FILE, HISTORY_FILE = "model.keras", "history.json"
 TRAINING_REVISION = 3
 
 
+MAX_SEED = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("none", "flip", "shift", "shift+flip")
 
@@ -69,6 +70,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
+            raise BadInput(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
         if not self.learning_rate > 0:
             raise BadInput(f"learning-rate must be > 0, got {self.learning_rate!r}")
         if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:

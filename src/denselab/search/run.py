@@ -23,9 +23,9 @@ from denselab.runs.store import RunStore
 from denselab.search import space
 from denselab.search.split import VALIDATION_IMAGES, check_validation_size
 from denselab.search.target import Footprints, Target
+from denselab.train import MAX_SEED
 
 ETA = 3  # successive halving keeps the best 1/ETA of a rung and trains it ETA times longer
-MAX_SEED = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
 MISSES_PER_TRIAL = 20  # proposals that cannot fit or fail, per trial asked for, before the search gives up
 
 
