@@ -265,3 +265,10 @@ def test_bad_study_files_exit_2_naming_line_and_key(tmp_path, old, new, expected
     result = denselab("explore", "--study", path, "--db", tmp_path / "runs.sqlite", "--out", tmp_path / "report")
     assert_one_line_error(result, f"{path}{expected}")
     assert not (tmp_path / "runs.sqlite").exists() and not (tmp_path / "report").exists()
+
+
+def test_a_models_dir_that_is_a_file_is_refused_before_any_run(small_study_file, fashion_slice_dir, tmp_path):
+    (tmp_path / "models").write_text("notes")
+    result = denselab(*explore_args(small_study_file, fashion_slice_dir, tmp_path))
+    assert_one_line_error(result, f"models directory {tmp_path / 'models'} is a file; choose another --models-dir")
+    assert not (tmp_path / "runs.sqlite").exists() and (tmp_path / "models").read_text() == "notes"

@@ -25,6 +25,16 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
+def check_output_folders(*folders: tuple[str, str, Path]) -> None:
+    """Refuse, before any work, an output folder that is a file: (what, its option, path) each.
+
+    Without this a command would train for minutes and fail only when it first writes there.
+    """
+    for what, option, folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"{what} directory {folder} is a file; choose another {option}")
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file and a rename."""
     path = Path(path)

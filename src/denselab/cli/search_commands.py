@@ -11,6 +11,7 @@ from rich.table import Table
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
 from denselab.cli.study_commands import DEFAULT_DB, DbOption
 from denselab.errors import BadInput
+from denselab.outputs import check_output_folders
 from denselab.search import MAX_FINALISTS
 
 
@@ -57,9 +58,7 @@ def search(
     settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
     chosen = choose_executor(executor, workers, ray_address)
     out = out or Path("reports/search") / chosen_target.key
-    for what, option, folder in (("report", "--out", out), ("models", "--models-dir", models_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise BadInput(f"{what} directory {folder} is a file; choose another {option}")
+    check_output_folders(("report", "--out", out), ("models", "--models-dir", models_dir))
     training, load_test = load_training_only("fashion-mnist", data_dir)
     if not as_json:
         console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "

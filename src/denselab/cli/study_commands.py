@@ -12,6 +12,7 @@ from rich.table import Table
 
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
 from denselab.errors import BadInput
+from denselab.outputs import check_output_folders
 
 
 # --- explore ---------------------------------------------------------------------------
@@ -49,8 +50,7 @@ def explore(
 
     chosen = choose_executor(executor, workers, ray_address, cpus_per_run, gpus_per_run)
     study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"report directory {out} is a file; choose another --out")
+    check_output_folders(("report", "--out", out), ("models", "--models-dir", models_dir))
     datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
     with RunStore(db) as store:
         if not as_json:
