@@ -183,6 +183,9 @@ def test_runs_commands(explored):
     assert_no_third_party_logs(table)
     fields = denselab("runs", "show", str(listed[0]["id"]), "--db", db, env={"COLUMNS": "80"})
     assert fields.returncode == 0 and "model_path" in fields.stdout
+    execution = json.loads(stored_runs(db)[0]["execution"])
+    label = "alone on cpu" if execution["mode"] == "alone" else f"side by side with {execution['seeds']} seeds on cpu"
+    assert re.search(rf"^execution +{label}$", fields.stdout, re.M)
     # A field and its value per line, never split across lines (the terminal wraps a long value);
     # then the history table, in 80 columns.
     fields_part, history = fields.stdout.split("history", 1)

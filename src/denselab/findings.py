@@ -217,9 +217,9 @@ def training_seconds(run: dict) -> float:
     """A run's training time without compilation: epochs run × its steady seconds per epoch.
 
     Its seconds are its own share: side by side, the program's time ÷ its seeds
-    (loop.epoch_seconds). The first epoch of a run includes compiling the model, and the first run in a process
-    also pays the backend's start-up; counting those would make the order of the runs,
-    not the models, decide which is faster.
+    (loop.epoch_seconds). The first epoch of a run includes compiling the model, and the
+    first run in a process also pays the backend's start-up; counting those would make the
+    order of the runs, not the models, decide which is faster.
     """
     return float(run["epochs_run"]) * float(run["seconds_per_epoch"])
 

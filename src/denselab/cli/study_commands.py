@@ -227,7 +227,10 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab 
         print_json(run)
         return
     # Field and value on a line each, not a table: a long value (a path) wraps as text does.
-    fields = [(key, value) for key, value in run.items()
+    from denselab.loop import Execution
+
+    fields = [(key, Execution.from_dict(value).label if key == "execution" and value else value)
+              for key, value in run.items()
               if key not in ("history", "confusion_matrix", "per_class_accuracy", "config", "error")]
     fields += [(f"config.{key}", value) for key, value in (run["config"] or {}).items()]
     width = max(len(key) for key, _ in fields)
