@@ -10,7 +10,6 @@ import os
 import random
 import secrets
 import statistics
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -102,57 +101,8 @@ RECIPE_FIELDS = ("dropout_input", "dropout_hidden", "weight_decay", "label_smoot
 RECIPE_DEFAULTS = {name: TrainConfig.__dataclass_fields__[name].default for name in RECIPE_FIELDS}
 
 
-def accuracy_threshold_stop(threshold: float, min_epochs: int = 2):
-    """The exercise's callback: stop once training accuracy exceeds `threshold`, not before `min_epochs`.
-
-    The exercise stops "once accuracy passes 0.86 but not before epoch 2": a first epoch
-    that is already above the threshold does not end training.
-    """
-    import keras
-
-    class AccuracyThresholdStop(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.threshold, self.min_epochs = threshold, min_epochs
-            self.stopped_epoch_ = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            epochs_done = epoch + 1
-            if epochs_done >= self.min_epochs and (logs or {}).get("accuracy", 0.0) > self.threshold:
-                self.stopped_epoch_ = epochs_done
-                self.model.stop_training = True
-
-    return AccuracyThresholdStop()
-
-
 # (epoch 1-based, batches done, batches per epoch, logs) -> None
 ProgressFn = Callable[[int, int, int, dict], None]
-
-
-def _history_callback(history: list, steps_per_epoch: int, on_progress: ProgressFn | None):
-    """A callback that records loss, accuracy and wall time per epoch and reports progress."""
-    import keras
-
-    class EpochRecorder(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            # Keras passes on_train_batch_end no epoch number; keep it here.
-            self.current_epoch = epoch + 1
-            self.started = time.perf_counter()
-            if on_progress:
-                on_progress(self.current_epoch, 0, steps_per_epoch, {})
-
-        def on_train_batch_end(self, batch, logs=None):
-            if on_progress:
-                on_progress(self.current_epoch, batch + 1, steps_per_epoch, {})
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self.started
-            record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "seconds": seconds}
-            history.append(record)
-            if on_progress:
-                on_progress(epoch + 1, steps_per_epoch, steps_per_epoch, record)
-
-    return EpochRecorder()
 
 
 @dataclass
@@ -286,7 +236,9 @@ def _train_with_keras_fit(spec, dataset, config, on_progress) -> TrainingRun:
     loss, train_labels = recipe.loss_and_labels(config, dataset.train_labels, NUM_CLASSES)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
     history: list[dict] = []
-    callbacks = [_history_callback(history, steps_per_epoch, on_progress)]
+    from denselab.keras_callbacks import accuracy_threshold_stop, epoch_recorder
+
+    callbacks = [epoch_recorder(history, steps_per_epoch, on_progress)]
     if config.stop_at_accuracy is not None:
         callbacks.append(accuracy_threshold_stop(config.stop_at_accuracy, config.min_epochs))
     mean, std = recipe.input_statistics(train_inputs) if config.standardize else (0.0, 1.0)
