@@ -16,8 +16,8 @@ import pytest
 
 from conftest import stored_runs
 from denselab.explore import run_study
-from denselab.findings import answer_questions
-from denselab.report import build_report, write_report
+from denselab.findings import answer_questions, seconds_cell, summarize_variants, table_notes
+from denselab.report import build_report, summary_rows, write_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
@@ -95,6 +95,10 @@ def test_both_sides_of_a_question_train_the_same_way_and_each_run_times_its_own_
         [record] = run["history"]
         assert record["seconds"] == pytest.approx(record["group_seconds"] / 2)
         assert run["seconds_per_epoch"] == pytest.approx(record["seconds"])
+    # The tables mark such times, and say what the mark means.
+    [narrow] = summarize_variants(study, outcome.runs)
+    assert seconds_cell(narrow).endswith("*") and summary_rows([narrow])[0][6].endswith("*")
+    assert "* seeds trained side by side: s/epoch is the group's time ÷ 2" in table_notes([narrow])
 
 
 def test_report_answers_first_and_names_each_comparison_once(explored):

@@ -262,13 +262,17 @@ def gflops(summary: VariantSummary) -> str:
     return f"{summary.train_flops_per_epoch / 1e9:.3g}"
 
 
-def seconds_cell(summary: VariantSummary, compact: bool = True) -> str:
-    """Seconds per epoch (per seed), marked where its runs did not train alone."""
-    cell = summary.metrics["seconds_per_epoch"].format(2, compact=compact)
+def execution_mark(summary: VariantSummary) -> str:
+    """"" for runs that all trained alone, SIDE_BY_SIDE_MARK or MIXED_MARK otherwise."""
     execution = summary.execution
     if execution is None:
-        return cell + MIXED_MARK
-    return cell + (SIDE_BY_SIDE_MARK if execution.mode != "alone" else "")
+        return MIXED_MARK
+    return SIDE_BY_SIDE_MARK if execution.mode != "alone" else ""
+
+
+def seconds_cell(summary: VariantSummary, compact: bool = True) -> str:
+    """Seconds per epoch (per seed), marked where its runs did not train alone."""
+    return summary.metrics["seconds_per_epoch"].format(2, compact=compact) + execution_mark(summary)
 
 
 def table_notes(summaries: list[VariantSummary], work_header: str = "GFLOP/ep") -> list[str]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from denselab import plots
 from denselab.data import Dataset
-from denselab.findings import (Finding, VariantSummary, answer_questions, gflops, seconds_cell, summarize_variants,
-                               table_notes)
+from denselab.findings import (Finding, VariantSummary, answer_questions, execution_mark, gflops, seconds_cell,
+                               summarize_variants, table_notes)
 from denselab.deploy.boards import boards_that_fit_c, io_bytes, load_boards
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.model import load_model
@@ -82,8 +82,8 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
         Figure("seconds-per-epoch", "Seconds per epoch of one seed (median of epochs after the first; mean ± std "
                "over seeds); a name marked * trained its seeds side by side, and its time is the group's ÷ its seeds.",
                plots.seconds_per_epoch([
-                   (s.name + seconds_cell(s).removeprefix(s.metrics["seconds_per_epoch"].format(2, compact=True)),
-                    s.metrics["seconds_per_epoch"].mean, s.metrics["seconds_per_epoch"].std) for s in summaries
+                   (s.name + execution_mark(s), s.metrics["seconds_per_epoch"].mean, s.metrics["seconds_per_epoch"].std)
+                   for s in summaries
                ])),
         Figure("confusion-matrix", f"Confusion matrix of the best variant, {best.name}, summed over its {len(best_runs)} seeds.",
                plots.confusion_matrix(
@@ -127,8 +127,8 @@ def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
 
 # --- rendering -------------------------------------------------------------------------
 
-TABLE_HEADER = ("variant", "params", "test acc.", "train acc.", "test loss", "epochs", "s/epoch", "GFLOP/epoch",
-                "seeds")
+WORK_HEADER = "GFLOP/epoch"
+TABLE_HEADER = ("variant", "params", "test acc.", "train acc.", "test loss", "epochs", "s/epoch", WORK_HEADER, "seeds")
 FITS, DOES_NOT_FIT = "✓", "–"
 BOARDS_NOTE = (
     "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed. Under each board, the first "
@@ -171,7 +171,7 @@ def board_rows(report: Report) -> list[tuple[str, ...]]:
 
 def _notes(report: Report) -> list[str]:
     """The variants table's notes, without the terminal's pointer to this report."""
-    return [note for note in table_notes(report.summaries, TABLE_HEADER[7]) if "report.md" not in note]
+    return [note for note in table_notes(report.summaries, WORK_HEADER) if "report.md" not in note]
 
 
 def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
