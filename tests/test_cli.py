@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -68,11 +69,18 @@ def test_info_finds_the_system_dataset():
     assert report["datasets"]["fashion-mnist"]["found"] and report["keras_backend"] == "jax"
 
 
-def test_help_lists_commands():
-    result = denselab("--help")
+def test_help_lists_every_command_once():
+    """The help's command box against the commands the app registers."""
+    import typer
+
+    from denselab.cli import app
+
+    result = denselab("--help", env={"COLUMNS": "80"})
     assert result.returncode == 0
-    for command in ("train", "evaluate", "predict", "info"):
-        assert command in result.stdout
+    box = result.stdout.split("Commands", 1)[1]
+    listed = re.findall(r"^│ ([a-z]+) {2,}\S", box, re.M)
+    assert sorted(listed) == sorted(typer.main.get_command(app).commands)
+    assert {"train", "evaluate", "predict", "explore", "search", "export", "serve", "runs"} <= set(listed)
 
 
 @pytest.mark.parametrize("args, fragments", [

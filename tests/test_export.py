@@ -1,6 +1,7 @@
 """TensorFlow Lite export on the real test set, and the microcontroller check under TFLM."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 from denselab.export import LiteRTClassifier, convert, export_model, op_names
 from denselab.deploy.boards import board_fit, load_boards
 from denselab.firmware import (
-    arena_allocates, c_array_sources, check_under_tflm, export_for_microcontroller, parse_c_array, smallest_arena,
+    arena_allocates, c_array_sources, check_under_tflm, export_for_microcontroller, smallest_arena,
 )
 from denselab.model import ModelSpec
 from denselab.train import TrainConfig, load_trained_model, save_run, train
@@ -23,6 +24,12 @@ def deeper_exports(deeper_dir, fashion):
     results = export_model(trained.model, ["none", "int8"], fashion, deeper_dir / "export")
     return {result.quantize: result for result in results}
 
+
+
+def parse_c_array(source: str) -> bytes:
+    """The bytes of the array in a model_data.cc, read back as a C compiler would see them."""
+    body = source[source.index("{") + 1: source.index("};")]
+    return bytes(int(value, 16) for value in re.findall(r"0x([0-9a-fA-F]{2})", body))
 
 def test_int8_accuracy_within_one_point_of_float(deeper_exports):
     float_export, int8_export = deeper_exports["none"], deeper_exports["int8"]

@@ -4,11 +4,7 @@ import pytest
 
 from denselab.data import CLASS_NAMES, normalize
 from denselab.model import ACTIVATIONS, ModelSpec, build_model
-from denselab.predict import NUMPY_ACTIVATIONS, DensePredictor, predict_images
-
-
-def test_every_activation_has_a_numpy_twin():
-    assert set(NUMPY_ACTIVATIONS) == set(ACTIVATIONS)
+from denselab.predict import DensePredictor, predict_images
 
 
 @pytest.mark.parametrize("activation, normalization", [(name, "scale") for name in ACTIVATIONS] + [("relu", "none")])

@@ -22,9 +22,6 @@ from denselab.quiet import c_output_silenced, verbose
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 CALIBRATION_IMAGES = 500  # training images used to calibrate int8 ranges
 
-# TensorFlow's own functions for the hidden activations in model.ACTIVATIONS.
-TF_ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "silu")
-
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -176,7 +173,6 @@ def export_model(
     out_dir: Path,
     normalization: str = "scale",
     calibration: int = CALIBRATION_IMAGES,
-    keras_probabilities: np.ndarray | None = None,
 ) -> list[ExportResult]:
     """Convert `model` once per quantization, write each .tflite and score it on the test set."""
     from denselab.outputs import prepare_output_dir, write_bytes_atomically
@@ -187,8 +183,7 @@ def export_model(
     for quantize in quantizations:
         check_quantize(quantize)
     out_dir = prepare_output_dir(out_dir)
-    if keras_probabilities is None:
-        keras_probabilities = DensePredictor.from_keras(model, normalization).probabilities(dataset.test_images)
+    keras_probabilities = DensePredictor.from_keras(model, normalization).probabilities(dataset.test_images)
     keras_top = keras_probabilities.argmax(axis=1)
     keras_accuracy = float((keras_top == dataset.test_labels).mean())
     results = []

@@ -163,12 +163,6 @@ def c_array_sources(model_bytes: bytes, name: str) -> dict[str, str]:
     return {"model_data.h": header, "model_data.cc": source}
 
 
-def parse_c_array(source: str) -> bytes:
-    """The bytes of the array in a model_data.cc (to check it against the .tflite file)."""
-    body = source[source.index("{") + 1: source.index("};")]
-    return bytes(int(value, 16) for value in re.findall(r"0x([0-9a-fA-F]{2})", body))
-
-
 def main_program(name: str, op_names: list[str], arena_bytes: int, image: np.ndarray, label: str,
                  class_names: tuple[str, ...], normalization: str) -> str:
     """main.cc: a minimal TFLM program that classifies one built-in 28x28 image."""

@@ -103,8 +103,3 @@ def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> F
     study_path = write_bytes_atomically(folder / f"{name}.study.toml", study_text.encode())
     return Finalist(trial, name, winner, runs, tflite_path, float((predicted == full.test_labels).mean()), tflm,
                     fits, study_path, c)
-
-
-def ram_needed(finalist: Finalist) -> int:
-    working = finalist.c["ram_bytes"] if finalist.c else finalist.tflm["arena_bytes"]
-    return working + IO_BYTES
