@@ -36,6 +36,11 @@ import denselab  # noqa: F401, E402  (sets the Keras backend before anything imp
 from denselab.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_dataset
 
 
+# Debian's Chromium, driven by Playwright in the browser tests.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
 # Two variants and one question, the smallest study with an answer; several test files run it.
 SMALL_STUDY = """
 name = "small"

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from denselab.explore import run_study
 from denselab.report import build_report, write_report
 from denselab.runs.store import RunStore
 from denselab.study import parse_study
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The exercise's longest variant name and a deeper model, on a slice of the real data.
 STUDY = """
 name = "page"

@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from denselab.data import CLASS_NAMES
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 FASHION_NAMES = list(CLASS_NAMES["fashion-mnist"])
 UPLOAD_INDEX = 0  # an ankle boot, on a black border, so the dark-on-light copy is clearly "paper"
 WAIT_MS = 30_000
