@@ -7,7 +7,7 @@ import time
 
 def load_arrays():
     """Fashion-MNIST as the exercise's load_data() returns it: uint8 images, uint8 labels."""
-    from denselab.data import load_dataset
+    from denselab.data.sources import load_dataset
 
     dataset = load_dataset("fashion-mnist", allow_download=False)
     return (dataset.train_images, dataset.train_labels), (dataset.test_images, dataset.test_labels)

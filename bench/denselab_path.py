@@ -9,10 +9,11 @@ import time
 
 import denselab  # noqa: F401  (selects the JAX backend)
 from bench_common import epoch_seconds_summary, peak_memory_mb, predict_latency
-from denselab.data import load_dataset
-from denselab.model import ModelSpec
-from denselab.predict import DensePredictor
-from denselab.train import TrainConfig, train
+from denselab.data.sources import load_dataset
+from denselab.model.spec import ModelSpec
+from denselab.model.predict import DensePredictor
+from denselab.training.config import TrainConfig
+from denselab.training.fit import train
 
 
 def main(hidden: list[int], epochs: int, latency_calls: int) -> dict:

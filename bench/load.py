@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from denselab.data import load_dataset
+from denselab.data.sources import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # the benchmark only ever talks to its own server

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from denselab.model import ModelSpec
+from denselab.model.spec import ModelSpec
 
 BENCH = Path(__file__).resolve().parent
 MODELS = ([20], [512], [1024], [512, 512])

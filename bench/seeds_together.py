@@ -1,4 +1,4 @@
-"""A variant's seeds one after another vs side by side in one vmapped program (denselab.loop).
+"""A variant's seeds one after another vs side by side in one vmapped program (denselab.training.loop).
 
 Run in its own process by bench/run.py; prints one JSON object with each way's seconds per
 epoch per seed (the median of the epochs after the first, over the seeds) and the test
@@ -10,9 +10,10 @@ import statistics
 import sys
 
 import denselab  # noqa: F401  (selects the JAX backend)
-from denselab.data import load_dataset
-from denselab.model import ModelSpec
-from denselab.train import TrainConfig, train_seeds
+from denselab.data.sources import load_dataset
+from denselab.model.spec import ModelSpec
+from denselab.training.config import TrainConfig
+from denselab.training.fit import train_seeds
 
 
 def per_seed_epoch_seconds(runs) -> float:

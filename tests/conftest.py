@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import denselab  # noqa: F401, E402  (sets the Keras backend before anything imports Keras)
-from denselab.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_dataset
+from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
+from denselab.data.sources import load_dataset
 
 
 # Debian's Chromium, driven by Playwright in the browser tests.
@@ -180,8 +181,9 @@ def fashion_slice_dir(fashion, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_dir(fashion, tmp_path_factory):
     """The exercise's Dense(20) model trained for one epoch on the real data, saved as a run directory."""
-    from denselab.model import ModelSpec
-    from denselab.train import TrainConfig, save_run, train
+    from denselab.model.spec import ModelSpec
+    from denselab.training.config import TrainConfig
+    from denselab.training.fit import save_run, train
 
     run = train(ModelSpec((20,)), fashion, TrainConfig(epochs=1, seed=7))
     return save_run(run, tmp_path_factory.mktemp("trained"))
@@ -190,8 +192,9 @@ def trained_dir(fashion, tmp_path_factory):
 @pytest.fixture(scope="session")
 def deeper_dir(fashion, tmp_path_factory):
     """The exercise's Dense(512) -> Dense(512) model, trained for 2 epochs on the real data."""
-    from denselab.model import ModelSpec
-    from denselab.train import TrainConfig, save_run, train
+    from denselab.model.spec import ModelSpec
+    from denselab.training.config import TrainConfig
+    from denselab.training.fit import save_run, train
 
     run = train(ModelSpec((512, 512)), fashion, TrainConfig(epochs=2, seed=1))
     return save_run(run, tmp_path_factory.mktemp("deeper"))
@@ -200,8 +203,8 @@ def deeper_dir(fashion, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tanh_int8_model(fashion, tmp_path_factory) -> Path:
     """An untrained Dense(16, tanh) model converted to int8: a .tflite with a TANH op, which the C runtime refuses."""
-    from denselab.export import calibration_images, convert
-    from denselab.model import ModelSpec, build_model
+    from denselab.deploy.tflite import calibration_images, convert
+    from denselab.model.spec import ModelSpec, build_model
 
     path = tmp_path_factory.mktemp("tanh") / "tanh_int8.tflite"
     path.write_bytes(convert(build_model(ModelSpec((16,), "tanh")), "int8", calibration_images(fashion, 50)))

@@ -19,19 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from denselab.deploy import toolchain
-from denselab.deploy.c_export import check_c_options
-from denselab.deploy.c_footprint import c_flash_bytes, c_ram_bytes
-from denselab.deploy.c_source import HEADER, SOURCE, c_sources, pixel_table
-from denselab.deploy.cortex_m import (
-    FIRMWARE_FLASH_BYTES, build_firmware, check_on_cortex_m4, emulated_memory, most_embedded_images, section_sizes,
-)
-from denselab.deploy.host_check import check_on_host
-from denselab.deploy.quantized import (
-    DenseLayer, QuantizedClassifier, quantize_multiplier, read_quantized_classifier, softmax_parameters,
-)
+from denselab.deploy.c_runtime.export import check_c_options
+from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
+from denselab.deploy.c_runtime.source import HEADER, SOURCE, c_sources, pixel_table
+from denselab.deploy.c_runtime.cortex_m import FIRMWARE_FLASH_BYTES, build_firmware, check_on_cortex_m4, emulated_memory, most_embedded_images, section_sizes
+from denselab.deploy.c_runtime.host_check import check_on_host
+from denselab.deploy.c_runtime.quantized import DenseLayer, QuantizedClassifier, quantize_multiplier, read_quantized_classifier, softmax_parameters
 from denselab.errors import BadInput
-from denselab.export import LiteRTClassifier, calibration_images, convert
-from denselab.model import ModelSpec, build_model
+from denselab.deploy.tflite import LiteRTClassifier, calibration_images, convert
+from denselab.model.spec import ModelSpec, build_model
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
@@ -204,8 +200,8 @@ def test_quantize_multiplier_rounds_halves_away_from_zero():
 
 def float_input_int8_model(model, images) -> bytes:
     """`model` as the converter makes it with float input and int8 output: a leading QUANTIZE op."""
-    from denselab.data import normalize
-    from denselab.export import _quiet_tensorflow
+    from denselab.data.dataset import normalize
+    from denselab.deploy.tflite import _quiet_tensorflow
 
     tf = _quiet_tensorflow()
     layers = [(tf.constant(kernel), tf.constant(bias)) for kernel, bias in
@@ -232,7 +228,7 @@ def float_input_int8_model(model, images) -> bytes:
 
 def test_a_model_that_quantizes_its_own_input_runs_the_same(trained_dir, fashion, tmp_path):
     """The converter's float-input variant (QUANTIZE first): the C runtime quantizes as that op does."""
-    from denselab.train import load_trained_model
+    from denselab.model.run_dir import load_trained_model
 
     model_bytes = float_input_int8_model(load_trained_model(trained_dir / "model.keras").model,
                                          calibration_images(fashion, 100))

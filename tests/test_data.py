@@ -6,19 +6,10 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, denselab, idx_bytes, random_dataset_arrays, write_idx_dataset
-from denselab.data import (
-    CLASS_NAMES,
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    SPLIT_FILES,
-    find_dataset,
-    image_bytes_to_pixels,
-    load_dataset,
-    load_image_file,
-    load_split,
-    normalize,
-    parse_idx,
-)
+from denselab.data.dataset import CLASS_NAMES, normalize
+from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_split, parse_idx
+from denselab.data.sources import find_dataset, load_dataset
+from denselab.data.images import image_bytes_to_pixels, load_image_file
 from denselab.errors import BadInput
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from denselab.data import normalize
-from denselab.evaluate import evaluate_model, evaluate_probabilities
-from denselab.predict import DensePredictor
+from denselab.data.dataset import normalize
+from denselab.model.evaluate import evaluate_model, evaluate_probabilities
+from denselab.model.predict import DensePredictor
 
 
 def test_small_example_by_hand():

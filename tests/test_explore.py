@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import stored_runs
-from denselab.explore import run_study
-from denselab.findings import answer_questions, seconds_cell, summarize_variants, table_notes
-from denselab.report import build_report, summary_rows, write_report
+from denselab.study.run import run_study
+from denselab.study.findings import answer_questions, seconds_cell, summarize_variants, table_notes
+from denselab.reports.study import build_report, summary_rows, write_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
-from denselab.study import parse_study
+from denselab.study.file import parse_study
 from conftest import assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab
 from conftest import SMALL_STUDY
 
@@ -73,7 +73,7 @@ def test_findings_are_computed_from_the_stored_numbers(explored):
 def test_both_sides_of_a_question_train_the_same_way_and_each_run_times_its_own_work(explored, fashion, tmp_path):
     """narrow (15,880 MACs) is under the side-by-side threshold on a CPU and wide (31,760) is
     over it; the question compares their times, so the study trains both the same way."""
-    from denselab.loop import grouping_pays
+    from denselab.training.loop import grouping_pays
 
     root, summary = explored
     runs = stored_runs(root / "runs.sqlite")

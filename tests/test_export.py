@@ -8,13 +8,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from denselab.export import LiteRTClassifier, convert, export_model, op_names
+from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
 from denselab.deploy.boards import board_fit, load_boards
-from denselab.firmware import (
-    arena_allocates, c_array_sources, check_under_tflm, export_for_microcontroller, smallest_arena,
-)
-from denselab.model import ModelSpec
-from denselab.train import TrainConfig, load_trained_model, save_run, train
+from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
+from denselab.deploy.c_array import c_array_sources
+from denselab.deploy.export import export_for_microcontroller
+from denselab.model.spec import ModelSpec
+from denselab.training.config import TrainConfig
+from denselab.model.run_dir import load_trained_model
+from denselab.training.fit import save_run, train
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 
 
@@ -68,8 +70,8 @@ def test_tflm_identical_to_reference_kernels_and_minimal_arena(deeper_exports, f
 def test_the_arena_depends_on_the_shapes_not_the_trained_values(deeper_exports, fashion):
     """arena_for_shapes reuses one bisection for models of one architecture, and the search
     measures an architecture on an untrained model: both must match a trained model's figures."""
-    from denselab.firmware import arena_for_shapes
-    from denselab.search.target import Footprints
+    from denselab.deploy.tflm import arena_for_shapes
+    from denselab.model_search.target import Footprints
 
     trained = deeper_exports["int8"].path.read_bytes()
     other_seed = train(ModelSpec((512, 512)), fashion.subset(train=2000, test=100), TrainConfig(epochs=1, seed=9))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from denselab.findings import Summary, answer_questions, summarize_variants, training_seconds, welch_difference
-from denselab.study import parse_study
+from denselab.study.findings import Summary, answer_questions, summarize_variants, training_seconds, welch_difference
+from denselab.study.file import parse_study
 from conftest import SMALL_STUDY
 
 

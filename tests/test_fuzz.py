@@ -25,17 +25,10 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
 from conftest import idx_bytes
-from denselab.data import (
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    SPLIT_FILES,
-    image_bytes_to_pixels,
-    load_split,
-    parse_idx,
-    read_idx_bytes,
-)
+from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_split, parse_idx, read_idx_bytes
+from denselab.data.images import image_bytes_to_pixels
 from denselab.errors import BadInput
-from denselab.study import builtin_study_path, load_study, parse_study
+from denselab.study.file import builtin_study_path, load_study, parse_study
 from conftest import SMALL_STUDY
 
 # "quick" tests the same examples on every run, so `make test` passes or fails repeatably;
@@ -345,9 +338,9 @@ def test_study_file_bytes(scratch, data):
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """The app serving an untrained Dense(8) model: the parser, not the answers, is under test."""
-    from denselab.model import ModelSpec, build_model
-    from denselab.serve import create_app
-    from denselab.train import save_model
+    from denselab.model.spec import ModelSpec, build_model
+    from denselab.serve.app import create_app
+    from denselab.model.run_dir import save_model
 
     path = save_model(build_model(ModelSpec((8,))), tmp_path_factory.mktemp("model") / "model.keras")
     return TestClient(create_app(path))
@@ -476,16 +469,16 @@ def test_predict_mutated_images_and_multipart(client, endpoint, data):
 @pytest.fixture(scope="module")
 def small_int8_model(fashion) -> bytes:
     """An untrained Dense(4) converted to int8: small, so that edits often land in its structure."""
-    from denselab.export import calibration_images, convert
-    from denselab.model import ModelSpec, build_model
+    from denselab.deploy.tflite import calibration_images, convert
+    from denselab.model.spec import ModelSpec, build_model
 
     return convert(build_model(ModelSpec((4,))), "int8", calibration_images(fashion, 20))
 
 
 def reads_or_bad_input(model_bytes: bytes) -> None:
     """read_quantized_classifier succeeds, and its numbers make C sources, or it raises BadInput."""
-    from denselab.deploy.c_source import c_sources
-    from denselab.deploy.quantized import read_quantized_classifier
+    from denselab.deploy.c_runtime.source import c_sources
+    from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 
     try:
         classifier = read_quantized_classifier(model_bytes, "fuzz.tflite")
@@ -512,14 +505,14 @@ def test_tflite_mutated(small_int8_model, data):
 
 @pytest.fixture(scope="module")
 def small_keras_file(tmp_path_factory) -> bytes:
-    from denselab.model import ModelSpec, build_model
-    from denselab.train import save_model
+    from denselab.model.spec import ModelSpec, build_model
+    from denselab.model.run_dir import save_model
 
     return save_model(build_model(ModelSpec((4,))), tmp_path_factory.mktemp("keras") / "small.keras").read_bytes()
 
 
 def keras_reads_or_bad_input(data: bytes, folder) -> None:
-    from denselab.keras_file import read_dense_weights
+    from denselab.model.keras_file import read_dense_weights
 
     path = folder / "fuzz.keras"
     path.write_bytes(data)
@@ -578,8 +571,8 @@ METRICS_KEYS = st.sampled_from(["normalization", "dataset", "test_accuracy", "se
 @example(data=b'{"dataset": []}')  # TypeError: a list does not hash
 @example(data=b'{"test_accuracy": NaN}')  # /model then answered 500: NaN is not JSON
 def test_metrics_json_beside_a_model(scratch, data):
-    from denselab.data import CLASS_NAMES, NORMALIZATIONS
-    from denselab.keras_file import read_metadata
+    from denselab.data.dataset import CLASS_NAMES, NORMALIZATIONS
+    from denselab.model.run_dir import read_metadata
 
     (scratch / "metrics.json").write_bytes(data)
     read = parses_or_bad_input(read_metadata, scratch / "model.keras")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from denselab.errors import BadInput
-from denselab.keras_file import load_trained_weights, read_dense_weights
-from denselab.model import ACTIVATIONS, ModelSpec, build_model, load_model
-from denselab.predict import DensePredictor
-from denselab.train import save_model
+from denselab.model.run_dir import load_trained_weights
+from denselab.model.keras_file import read_dense_weights
+from denselab.model.spec import ACTIVATIONS, ModelSpec, build_model, load_model
+from denselab.model.predict import DensePredictor
+from denselab.model.run_dir import save_model
 
 HEAVY = ("keras", "jax", "jaxlib", "tensorflow", "ai_edge_litert", "tflite_micro", "optuna", "ray")
 
@@ -113,7 +114,7 @@ def test_predict_and_evaluate_import_no_keras_jax_or_tensorflow(command, trained
 
 
 def test_serving_a_keras_model_imports_no_keras_jax_or_tensorflow(trained_dir):
-    code = ("import sys; from denselab.serve import create_app; create_app(sys.argv[1]); "
+    code = ("import sys; from denselab.serve.app import create_app; create_app(sys.argv[1]); "
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")
     result = subprocess.run([sys.executable, "-c", code, str(trained_dir / "model.keras")],
                             capture_output=True, text=True, timeout=120)

@@ -2,7 +2,7 @@ import keras
 import pytest
 
 from denselab.errors import BadInput
-from denselab.model import ACTIVATIONS, ModelSpec, build_model, load_model, parse_hidden_units, spec_of
+from denselab.model.spec import ACTIVATIONS, ModelSpec, build_model, load_model, parse_hidden_units, spec_of
 
 
 @pytest.mark.parametrize("hidden", [(20,), (512,), (1024,), (512, 512)])
@@ -89,7 +89,7 @@ def test_loading_a_model_on_jax_imports_no_tensorflow(trained_dir):
     import subprocess
     import sys
 
-    code = ("import sys; from denselab.model import load_model; load_model(sys.argv[1]); "
+    code = ("import sys; from denselab.model.spec import load_model; load_model(sys.argv[1]); "
             "print('jax' in sys.modules, 'tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, str(trained_dir / "model.keras")], capture_output=True,
                             text=True, timeout=120)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from denselab import plots
+from denselab.reports import plots
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

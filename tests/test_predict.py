@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from denselab.data import CLASS_NAMES, normalize
-from denselab.model import ACTIVATIONS, ModelSpec, build_model
-from denselab.predict import DensePredictor, predict_images
+from denselab.data.dataset import CLASS_NAMES, normalize
+from denselab.model.spec import ACTIVATIONS, ModelSpec, build_model
+from denselab.model.predict import DensePredictor, predict_images
 
 
 @pytest.mark.parametrize("activation, normalization", [(name, "scale") for name in ACTIVATIONS] + [("relu", "none")])

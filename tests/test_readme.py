@@ -121,8 +121,10 @@ def matches(expected: list[str], actual: str) -> bool:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory, fashion, tanh_int8_model):
-    from denselab.model import ModelSpec
-    from denselab.train import TrainConfig, save_model, train
+    from denselab.model.spec import ModelSpec
+    from denselab.training.config import TrainConfig
+    from denselab.model.run_dir import save_model
+    from denselab.training.fit import train
 
     folder = tmp_path_factory.mktemp("readme")
     shutil.copy(README, folder / "README.md")

@@ -7,13 +7,14 @@ recipe-trained model against the exercise's own architecture and int8 export.
 import numpy as np
 import pytest
 
-from denselab.data import normalize
+from denselab.data.dataset import normalize
 from denselab.errors import BadInput
-from denselab.model import ModelSpec, build_model, spec_of
-from denselab.predict import DensePredictor
-from denselab.recipe import fold_standardization, input_statistics
-from denselab.study import load_study, parse_study
-from denselab.train import TrainConfig, train
+from denselab.model.spec import ModelSpec, build_model, spec_of
+from denselab.model.predict import DensePredictor
+from denselab.training.recipe import fold_standardization, input_statistics
+from denselab.study.file import load_study, parse_study
+from denselab.training.config import TrainConfig
+from denselab.training.fit import train
 
 FULL_RECIPE = dict(dropout_input=0.1, dropout_hidden=0.3, weight_decay=5e-5, label_smoothing=0.1,
                    schedule="cosine", augment="shift+flip", standardize=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import CHROMIUM, CHROMIUM_ARGS
-from denselab.explore import run_study
-from denselab.report import build_report, write_report
+from denselab.study.run import run_study
+from denselab.reports.study import build_report, write_report
 from denselab.runs.store import RunStore
-from denselab.study import parse_study
+from denselab.study.file import parse_study
 
 # The exercise's longest variant name and a deeper model, on a slice of the real data.
 STUDY = """

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import inside, stored_runs
-from denselab.data import load_dataset
-from denselab.firmware import deployment_figures
-from denselab.model import load_model
+from denselab.data.sources import load_dataset
+from denselab.deploy.figures import deployment_figures
+from denselab.model.spec import load_model
 from denselab.runs.engine import plan_runs
-from denselab.study import parse_study
+from denselab.study.file import parse_study
 from conftest import SMALL_STUDY
 
 # The tests' small study (narrow and wide, 2 seeds, 1 epoch), renamed, with a variant whose task raises.
@@ -33,12 +33,12 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 
-from denselab.data import load_dataset
-from denselab.explore import run_study
+from denselab.data.sources import load_dataset
+from denselab.study.run import run_study
 from denselab.runs.engine import train_runs
 from denselab.runs.executors import InProcess, RayExecutor, local_workers
 from denselab.runs.store import RunStore
-from denselab.study import parse_study
+from denselab.study.file import parse_study
 
 def task(variant, dataset, seeds, on_progress):
     if variant.name == "always-fails":

@@ -19,14 +19,14 @@ from conftest import (
     assert_fits_80_columns, assert_no_third_party_logs, assert_one_line_error, denselab, inside, stored_runs,
     unused_port,
 )
-from denselab.data import load_dataset
-from denselab.export import LiteRTClassifier
+from denselab.data.sources import load_dataset
+from denselab.deploy.tflite import LiteRTClassifier
 from denselab.runs.executors import InProcess
-from denselab.search.pipeline import journal_path, load_training_only, search
-from denselab.search.run import SearchSettings
-from denselab.search.split import validation_indices
-from denselab.search.target import resolve_target
-from denselab.study import load_study
+from denselab.model_search.pipeline import journal_path, load_training_only, search
+from denselab.model_search.run import SearchSettings
+from denselab.model_search.split import validation_indices
+from denselab.model_search.target import resolve_target
+from denselab.study.file import load_study
 
 TINY = ("--trials", "3", "--epochs-max", "1", "--validation", "1000")
 
@@ -256,7 +256,7 @@ def test_a_journal_of_another_search_kind_is_refused(fashion_slice_dir, tmp_path
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from denselab.search.run import search_name
+    from denselab.model_search.run import search_name
 
     name = search_name(resolve_target("nano33ble", None, None), SearchSettings(trials=3, epochs_max=1, validation=1000))
     storage = JournalStorage(JournalFileBackend(str(journal_path(tmp_path / "runs.sqlite"))))

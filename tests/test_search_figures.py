@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from denselab import plots
-from denselab.search import figures
+from denselab.reports import plots
+from denselab.reports import search_figures as figures
 
 # Listed out of size order, so that drawing the front in size order is the figure's doing.
 # By hand: t0004, t0001, t0005 and t0007 are each more accurate than every smaller trial.

@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import assert_one_line_error, denselab, unused_port, wait_until_serving
 from denselab.errors import BadInput
-from denselab.serve import MAX_BATCH, create_app
-from denselab.train import load_trained_model
+from denselab.serve.app import MAX_BATCH, create_app
+from denselab.model.run_dir import load_trained_model
 
 
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
@@ -130,7 +130,7 @@ def test_concurrent_requests(client, fashion):
 @pytest.fixture(scope="module")
 def int8_file(trained_dir, fashion, tmp_path_factory):
     """The trained model as an int8 .tflite, alone in its folder (no metrics.json beside it)."""
-    from denselab.export import calibration_images, convert
+    from denselab.deploy.tflite import calibration_images, convert
 
     trained = load_trained_model(trained_dir / "model.keras")
     path = tmp_path_factory.mktemp("int8") / "model_int8.tflite"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import CHROMIUM, CHROMIUM_ARGS
-from denselab.data import CLASS_NAMES
+from denselab.data.dataset import CLASS_NAMES
 
 FASHION_NAMES = list(CLASS_NAMES["fashion-mnist"])
 UPLOAD_INDEX = 0  # an ankle boot, on a black border, so the dark-on-light copy is clearly "paper"

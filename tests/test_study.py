@@ -2,8 +2,8 @@ import pytest
 
 from conftest import SMALL_STUDY
 from denselab.errors import BadInput
-from denselab.model import ModelSpec
-from denselab.study import load_study, parse_study
+from denselab.model.spec import ModelSpec
+from denselab.study.file import load_study, parse_study
 
 
 

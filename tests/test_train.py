@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from denselab.errors import BadInput
-from denselab.loop import Execution
-from denselab.model import ModelSpec
-from denselab.train import TrainConfig, load_trained_model, save_run, train
+from denselab.training.loop import Execution
+from denselab.model.spec import ModelSpec
+from denselab.training.config import TrainConfig
+from denselab.model.run_dir import load_trained_model
+from denselab.training.fit import save_run, train
 
 
 def test_exercise_model_one_epoch_on_the_real_data(fashion):
@@ -116,11 +118,11 @@ def keras_reference_weights(spec, dataset, config):
     """Keras's own training step, batch for batch: the seed's initial weights, the loop's
     shuffled batches (loop.batch_plan with the seed's generator), and train_on_batch on the
     recipe's training model with its optimizer and loss."""
-    from denselab import recipe
-    from denselab.data import NUM_CLASSES, normalize
-    from denselab.loop import batch_plan
-    from denselab.model import build_model
-    from denselab.train import seed_everything, training_parts
+    from denselab.training import recipe
+    from denselab.data.dataset import NUM_CLASSES, normalize
+    from denselab.training.loop import batch_plan
+    from denselab.model.spec import build_model
+    from denselab.training.fit import seed_everything, training_parts
 
     seed_everything(config.seed)
     model = build_model(spec)
@@ -152,7 +154,7 @@ def test_loop_updates_equal_keras_train_on_batch(fashion, settings):
 def test_seeds_trained_together_equal_seeds_trained_alone(fashion):
     """Three seeds in one vmapped program against each alone, with dropout, augmentation and
     the exercise's callback stopping some members before others."""
-    from denselab.train import train_seeds
+    from denselab.training.fit import train_seeds
 
     small = fashion.subset(train=1500, test=500)
     spec = ModelSpec((48, 24))
@@ -183,7 +185,7 @@ def test_seeds_trained_together_equal_seeds_trained_alone(fashion):
 
 
 def test_train_seeds_refuses_configs_that_differ_beyond_the_seed(fashion):
-    from denselab.train import train_seeds
+    from denselab.training.fit import train_seeds
 
     with pytest.raises(ValueError, match="differ only in their seeds"):
         train_seeds(ModelSpec((20,)), fashion, [TrainConfig(seed=1), TrainConfig(seed=2, epochs=3)])
@@ -198,8 +200,8 @@ def seeded_state(seed_with, seed, small) -> dict:
     import keras
     from keras.src.utils import rng_utils
 
-    from denselab.data import normalize
-    from denselab.model import build_model
+    from denselab.data.dataset import normalize
+    from denselab.model.spec import build_model
 
     seed_with(seed)
     model = build_model(ModelSpec((20,)))
@@ -225,7 +227,7 @@ def test_seed_everything_seeds_as_keras_set_random_seed_does(fashion):
     renames them or seeds another state must fail here, not quietly change runs."""
     import keras
 
-    from denselab.train import seed_everything
+    from denselab.training.fit import seed_everything
 
     small = fashion.subset(train=2000, test=10)
     # Each seeding follows one that has drawn numbers, so a state that seed_everything
@@ -245,8 +247,7 @@ def test_train_with_seed_everything_equals_train_with_keras_seeding(fashion, mon
 
     import keras
 
-    # The module itself: the package's `denselab.train` attribute is the train function.
-    train_module = importlib.import_module("denselab.train")
+    train_module = importlib.import_module("denselab.training.fit")
     small = fashion.subset(train=2000, test=500)
     ours = train(ModelSpec((20,)), small, TrainConfig(epochs=1, seed=8))
     monkeypatch.setattr(train_module, "seed_everything", keras.utils.set_random_seed)

@@ -7,10 +7,13 @@ import os
 # default; a KERAS_BACKEND set by the user wins.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from denselab.data import CLASS_NAMES, Dataset, load_dataset, normalize  # noqa: E402
+from denselab.data.dataset import CLASS_NAMES, Dataset, normalize  # noqa: E402
+from denselab.data.sources import load_dataset  # noqa: E402
 from denselab.errors import BadInput  # noqa: E402
-from denselab.model import ModelSpec, build_model  # noqa: E402
-from denselab.train import TrainConfig, TrainingRun, load_trained_model, save_run, train  # noqa: E402
+from denselab.model.run_dir import load_trained_model  # noqa: E402
+from denselab.model.spec import ModelSpec, build_model  # noqa: E402
+from denselab.training.config import TrainConfig  # noqa: E402
+from denselab.training.fit import TrainingRun, save_run, train  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

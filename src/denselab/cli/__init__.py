@@ -6,7 +6,11 @@ TensorFlow) are imported inside the commands that need them, so `denselab --help
 """
 
 from denselab.cli import (  # noqa: F401  (register the commands)
-    export_commands, model_commands, search_commands, serve_commands, study_commands,
+    export_commands,
+    model_commands,
+    search_commands,
+    serve_commands,
+    study_commands,
 )
 from denselab.cli.app import app, main
 

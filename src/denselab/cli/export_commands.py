@@ -34,13 +34,14 @@ def export(
     as_json: JsonOption = False,
 ):
     """Convert a trained model to TensorFlow Lite, check it under TensorFlow Lite Micro, size it for a board."""
-    from denselab.data import check_normalization, load_dataset
-    from denselab.export import QUANTIZATIONS, check_quantize
+    from denselab.data.dataset import check_normalization
+    from denselab.data.sources import load_dataset
     from denselab.deploy import toolchain
     from denselab.deploy.boards import load_boards
-    from denselab.deploy.c_export import CHECK_PROGRAMS, check_image_counts
-    from denselab.firmware import export_for_microcontroller
-    from denselab.train import load_trained_model
+    from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_image_counts
+    from denselab.deploy.export import export_for_microcontroller
+    from denselab.deploy.tflite import QUANTIZATIONS, check_quantize
+    from denselab.model.run_dir import load_trained_model
 
     if runtime not in ("tflm", "c"):
         raise BadInput(f"unknown runtime {runtime!r}; choose tflm or c")
@@ -81,10 +82,10 @@ def export(
 def _export_tflite_file(model: Path, runtime: str, target: str | None, out: Path | None, normalization: str,
                         c_options: dict, data_dir) -> dict:
     """An int8 .tflite made elsewhere: only the C runtime can be made from it."""
-    from denselab.data import load_dataset
-    from denselab.deploy.c_export import export_c_runtime
+    from denselab.data.sources import load_dataset
     from denselab.deploy.boards import io_bytes, load_boards, target_verdict
-    from denselab.model import check_model_file
+    from denselab.deploy.c_runtime.export import export_c_runtime
+    from denselab.model.spec import check_model_file
 
     if runtime != "c":
         raise BadInput(f"{model} is a .tflite file: give --runtime c to make the C runtime from it, "

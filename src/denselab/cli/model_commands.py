@@ -10,7 +10,6 @@ from rich.table import Table
 from denselab.cli.app import DataDirOption, DatasetOption, JsonOption, app, console, err_console, print_json
 from denselab.errors import BadInput
 
-
 # --- train -----------------------------------------------------------------------------
 
 @app.command()
@@ -32,9 +31,12 @@ def train(
     as_json: JsonOption = False,
 ):
     """Train a dense network and evaluate it on the test set."""
-    from denselab.data import check_dataset_name, load_dataset
-    from denselab.model import ModelSpec, parse_hidden_units
-    from denselab.train import TrainConfig, save_run, train as train_model
+    from denselab.data.dataset import check_dataset_name
+    from denselab.data.sources import load_dataset
+    from denselab.model.spec import ModelSpec, parse_hidden_units
+    from denselab.training.config import TrainConfig
+    from denselab.training.fit import save_run
+    from denselab.training.fit import train as train_model
 
     spec = ModelSpec(parse_hidden_units(hidden), activation)
     config = TrainConfig(
@@ -107,9 +109,10 @@ def evaluate(
     as_json: JsonOption = False,
 ):
     """Test loss and accuracy, per-class accuracy and the confusion matrix of a trained model."""
-    from denselab.data import CLASS_NAMES, load_test_split
-    from denselab.evaluate import evaluate_model
-    from denselab.keras_file import load_trained_weights
+    from denselab.data.dataset import CLASS_NAMES
+    from denselab.data.sources import load_test_split
+    from denselab.model.evaluate import evaluate_model
+    from denselab.model.run_dir import load_trained_weights
 
     trained = load_trained_weights(model, normalization, dataset)
     test_images, test_labels, source = load_test_split(trained.dataset_name, data_dir)
@@ -145,9 +148,11 @@ def predict(
     """Class probabilities for test images (--index N) or for image files."""
     import numpy as np
 
-    from denselab.data import CLASS_NAMES, load_image_file, load_test_split
-    from denselab.keras_file import load_trained_weights
-    from denselab.predict import predict_images
+    from denselab.data.dataset import CLASS_NAMES
+    from denselab.data.images import load_image_file
+    from denselab.data.sources import load_test_split
+    from denselab.model.predict import predict_images
+    from denselab.model.run_dir import load_trained_weights
 
     pixels, sources, true_labels = [], [], []
     for path in images or []:
@@ -193,7 +198,8 @@ def info(as_json: JsonOption = False):
     import platform
     from importlib import metadata
 
-    from denselab.data import DATASETS, find_dataset
+    from denselab.data.dataset import DATASETS
+    from denselab.data.sources import find_dataset
 
     datasets = {}
     for name in DATASETS:

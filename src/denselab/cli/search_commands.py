@@ -11,8 +11,8 @@ from rich.table import Table
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
 from denselab.cli.study_commands import DEFAULT_DB, DbOption
 from denselab.errors import BadInput
+from denselab.model_search import MAX_FINALISTS
 from denselab.outputs import check_output_folders
-from denselab.search import MAX_FINALISTS
 
 
 @app.command()
@@ -46,11 +46,11 @@ def search(
     checked under TensorFlow Lite Micro and scored once on the test set. Run the same
     command again after a stop and it continues; finished trials never run again.
     """
+    from denselab.model_search.pipeline import load_training_only
+    from denselab.model_search.pipeline import search as run_whole_search
+    from denselab.model_search.run import SearchSettings
+    from denselab.model_search.target import resolve_target
     from denselab.runs.executors import choose_executor
-    from denselab.search.pipeline import load_training_only
-    from denselab.search.pipeline import search as run_whole_search
-    from denselab.search.run import SearchSettings
-    from denselab.search.target import resolve_target
 
     if finalists < 1:
         raise BadInput(f"--finalists must be at least 1, got {finalists}")

@@ -18,7 +18,7 @@ def serve(
     data_dir: DataDirOption = None,
 ):
     """Serve predictions: POST /predict, GET / (a page to draw or upload), GET /docs (OpenAPI)."""
-    from denselab.serve import create_app, listening_socket, serve_forever, server_address
+    from denselab.serve.app import create_app, listening_socket, serve_forever, server_address
 
     application = create_app(model, normalization, data_dir)
     listening = listening_socket(host, port)

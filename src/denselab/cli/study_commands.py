@@ -14,7 +14,6 @@ from denselab.cli.app import DataDirOption, JsonOption, app, console, err_consol
 from denselab.errors import BadInput
 from denselab.outputs import check_output_folders
 
-
 # --- explore ---------------------------------------------------------------------------
 
 DbOption = Annotated[Path, typer.Option("--db", help="The run database (SQLite).")]
@@ -41,12 +40,12 @@ def explore(
 
     Runs already in the database are reused; an interrupted study continues where it stopped.
     """
-    from denselab.data import load_dataset
-    from denselab.explore import run_study
-    from denselab.report import build_report, write_report
+    from denselab.data.sources import load_dataset
+    from denselab.reports.study import build_report, write_report
     from denselab.runs.executors import choose_executor
     from denselab.runs.store import RunStore
-    from denselab.study import load_study
+    from denselab.study.file import load_study
+    from denselab.study.run import run_study
 
     chosen = choose_executor(executor, workers, ray_address, cpus_per_run, gpus_per_run)
     study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
@@ -91,7 +90,7 @@ def explore(
 
 
 def _print_report(report, outcome, out: Path) -> None:
-    from denselab.findings import table_notes
+    from denselab.study.findings import table_notes
 
     console.print(f"{outcome.trained} runs trained, {outcome.reused} reused from the database"
                   + (f", [red]{len(outcome.failed)} failed[/]" if outcome.failed else ""))
@@ -109,7 +108,7 @@ def _print_report(report, outcome, out: Path) -> None:
 
 def _variants_table(summaries) -> Table:
     """The variants in 80 columns: test accuracy first, each mean ± std on one line."""
-    from denselab.findings import gflops, seconds_cell
+    from denselab.study.findings import gflops, seconds_cell
 
     table = Table(title="variants", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
     for header in ("variant", "params", "test acc.", "train acc.", "epochs", "GFLOP/ep", "s/epoch"):
@@ -227,7 +226,7 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab 
         print_json(run)
         return
     # Field and value on a line each, not a table: a long value (a path) wraps as text does.
-    from denselab.loop import Execution
+    from denselab.training.loop import Execution
 
     fields = [(key, Execution.from_dict(value).label if key == "execution" and value else value)
               for key, value in run.items()

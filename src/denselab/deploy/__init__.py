@@ -1,8 +1,8 @@
-"""Taking a trained model onto a microcontroller.
+"""Step 6: taking a trained model onto a microcontroller.
 
-boards: which boards a model fits, with TFLM or with denselab's C runtime. The C runtime, which
-needs no TensorFlow Lite Micro interpreter: quantized (the int8 .tflite read as integer
-arithmetic), c_source (the C99 runtime it becomes), toolchain (the compilers and emulator),
-host_check and cortex_m (the checks on the host's C compiler and on an emulated Cortex-M4),
-c_footprint (flash and RAM per architecture) and c_export (all of it for `denselab export`).
+`boards` (boards.toml and whether a model fits a board), `tflite` (conversion and
+quantization, LiteRT scoring), `tflm` (the TensorFlow Lite Micro check and arena),
+`c_array` (model_data.cc and main.cc from `main.cc.template`), `figures` (a run's
+deployment figures), `export` (all of it for `denselab export`), `toolchain` (compilers and
+emulators) and `c_runtime/` (denselab's own C runtime).
 """

@@ -10,7 +10,8 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
-from denselab.data import IMAGE_SIDE
+from denselab.data.dataset import IMAGE_SIDE
+from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
 from denselab.errors import BadInput
 
 
@@ -26,7 +27,7 @@ class Board:
 
 def load_boards() -> tuple[dict[str, Board], int]:
     """The boards of boards.toml by key, and the estimated flash bytes of the TFLM runtime."""
-    document = tomllib.loads((resources.files("denselab") / "boards.toml").read_text())
+    document = tomllib.loads((resources.files("denselab.deploy") / "boards.toml").read_text())
     boards = {key: Board(key, **fields) for key, fields in document["boards"].items()}
     return boards, document["runtime_flash_bytes"]
 
@@ -74,9 +75,7 @@ def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int) -> list[s
 
 def boards_that_fit_c(hidden_units: tuple[int, ...], class_names: tuple[str, ...], io_bytes: int) -> list[str]:
     """Boards whose flash holds the C runtime of this architecture and whose RAM holds its
-    activations, stack, input and output (denselab.deploy.c_footprint's bounds)."""
-    from denselab.deploy.c_footprint import c_flash_bytes, c_ram_bytes
-
+    activations, stack, input and output (denselab.deploy.c_runtime.footprint's bounds)."""
     boards, _ = load_boards()
     flash, ram = c_flash_bytes(hidden_units, class_names), c_ram_bytes(hidden_units) + io_bytes
     return [key for key, board in boards.items() if flash <= board.flash_bytes and ram <= board.ram_bytes]

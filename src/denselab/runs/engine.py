@@ -10,7 +10,7 @@ its deployment figures (int8 size, TFLM arena, boards) in the same worker, once.
 The engine hands a variant's seeds to one task together where the executor says that pays
 (`groups_seeds`): in this process they then share one compiled training program, and on an
 accelerator (or, on a CPU, for the smallest models) they train side by side in it
-(denselab.loop). Runs on parallel CPU workers go
+(denselab.training.loop). Runs on parallel CPU workers go
 one seed per task, which spreads them over the workers. Every run records how it was
 executed (loop.Execution), since that changes its times: findings compare times only
 between runs executed the same way.
@@ -23,10 +23,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from denselab.data import Dataset
+from denselab.data.dataset import Dataset
+from denselab.deploy.figures import deployment_figures
+from denselab.model.run_dir import save_model
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.store import RunKey, RunStore
-from denselab.study import Variant
+from denselab.study.file import Variant
+from denselab.training.fit import train_seeds
 
 # A run's cost per epoch, for the time-left estimate: proportional to the model's
 # multiply-accumulates plus a fixed per-batch overhead worth this many MACs.
@@ -108,17 +111,12 @@ def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, 
 
 def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress=None) -> list[dict]:
     """The default task: train a variant's seeds, measure each run's deployment figures, return the models as bytes."""
-    from denselab.train import train_seeds
-
     runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress,
                        grouping_macs=variant.grouping_macs)
     return [_result(variant, dataset, run) for run in runs]
 
 
 def _result(variant: Variant, dataset: Dataset, run) -> dict:
-    from denselab.firmware import deployment_figures
-    from denselab.train import save_model
-
     with tempfile.TemporaryDirectory(prefix="denselab-run-") as folder:
         model_bytes = save_model(run.model, Path(folder) / "model.keras").read_bytes()
     return {

@@ -43,7 +43,7 @@ class InProcess:
     """One task at a time, in this process, with progress reported batch by batch.
 
     A variant's seeds share a task: they then share one compiled training program, which
-    saves its tracing per seed, and train side by side in it where that pays (denselab.loop).
+    saves its tracing per seed, and train side by side in it where that pays (denselab.training.loop).
     """
 
     @contextlib.contextmanager
@@ -205,7 +205,7 @@ class _RaySession:
 
         self.capacity = executor.local_cpus or UNBOUNDED
         # CPU workers take one seed each, which spreads a variant over the workers; a worker
-        # with an accelerator trains a variant's seeds side by side (denselab.loop).
+        # with an accelerator trains a variant's seeds side by side (denselab.training.loop).
         self.groups_seeds = executor.gpus_per_run > 0
         self.dataset_refs = dataset_refs
         self.remote = ray.remote(_remote_run).options(

@@ -1,0 +1,216 @@
+"""Checks two and three: the C runtime built for a Cortex-M4 and run on QEMU's emulated one.
+
+The firmware embeds test images, runs `denselab_predict` on each and prints the outputs
+over semihosting, with the SysTick count around each call. Under `-icount shift=0` QEMU
+runs one instruction per nanosecond of virtual time and the board's 25 MHz SysTick
+advances once per 40 instructions, so ticks x 40 counts instructions: not cycles, which
+QEMU does not model. Before the first call the firmware paints the stack below main()'s
+frame, and after it finds how deep the call reached.
+
+Flash and RAM are read from the linker map: what `denselab_model.o` contributes to each
+section, plus the stack that inference used.
+"""
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from denselab.data.dataset import IMAGE_SIDE
+from denselab.deploy import toolchain
+from denselab.deploy.c_runtime.source import SOURCE
+from denselab.errors import BadInput
+
+QEMU_MACHINE = "mps2-an386"
+LINKER_SCRIPT = "mps2_an386.ld"  # the one place where the emulated board's memory is defined
+SYSTICK_HZ = 25_000_000  # the board's SYSCLK, which clocks SysTick
+INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: one instruction per ns
+QEMU_IMAGES = 100
+QEMU_TIMEOUT_SECONDS = 600
+PAINTED_STACK_BYTES = 32_768
+# The firmware's flash besides the model's C runtime and the embedded images: start-up code,
+# main() and newlib's printf and semihosting, 34,372 bytes measured (arm-none-eabi-gcc 12.2,
+# -Os), rounded up. Each embedded image takes IMAGE_SIDE² bytes.
+FIRMWARE_FLASH_BYTES = 40_960
+_LENGTH_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the model's object file takes on the Cortex-M4, from the linker map."""
+
+    text: int
+    rodata: int
+    data: int
+    bss: int
+    stack: int  # deepest stack of one denselab_predict call, measured under QEMU
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.text + self.rodata + self.data
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.data + self.bss + self.stack
+
+
+@dataclass(frozen=True)
+class EmulatorRun:
+    outputs: np.ndarray  # int8, (images, classes)
+    instructions: np.ndarray  # per inference, from SysTick: a multiple of INSTRUCTIONS_PER_TICK
+    stack_bytes: int
+    first_class: int  # denselab_classify of the first image
+
+
+def emulated_memory() -> dict[str, int]:
+    """Bytes of each memory region of the emulated board ("FLASH", "RAM"), read from its linker script."""
+    script = (resources.files("denselab.deploy.c_runtime") / "c" / LINKER_SCRIPT).read_text()
+    regions = re.findall(r"^\s*(\w+)\s*\([rwx]+\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\d+)([KM]?)\s*$",
+                         script, re.MULTILINE)
+    return {name: int(length) * _LENGTH_UNITS[unit] for name, length, unit in regions}
+
+
+def most_embedded_images(model_flash_bytes: int) -> int:
+    """How many test images the firmware's flash holds beside a C runtime of `model_flash_bytes`."""
+    free = emulated_memory()["FLASH"] - model_flash_bytes - FIRMWARE_FLASH_BYTES
+    return max(0, free // (IMAGE_SIDE * IMAGE_SIDE))
+
+
+def check_embedded_images(images: int, model_flash_bytes: int) -> None:
+    """BadInput, before anything is built, when `images` test images and the model overflow the board's flash."""
+    limit = most_embedded_images(model_flash_bytes)
+    flash = f"{emulated_memory()['FLASH'] // 1024:,} KB of flash"
+    if limit < 1:
+        raise BadInput(f"the model's C runtime ({model_flash_bytes:,} bytes) leaves no room for a test image in "
+                       f"the emulated {QEMU_MACHINE}'s {flash}; export it with --no-check")
+    if images > limit:
+        raise BadInput(f"--qemu-images {images} is more than the emulated {QEMU_MACHINE}'s {flash} holds "
+                       f"beside this model: at most {limit:,}")
+
+
+def firmware_main(pixels: np.ndarray) -> str:
+    """main.c of the QEMU firmware: `pixels` (n, 784) uint8 embedded, each classified and timed."""
+    rows = ",\n".join("  {" + ",".join(str(int(value)) for value in row) + "}" for row in pixels)
+    return f"""/* denselab's Cortex-M4 check under QEMU {QEMU_MACHINE}: outputs and SysTick counts over semihosting. */
+#include <stdio.h>
+#include "denselab_model.h"
+
+#define DL_IMAGES {len(pixels)}
+#define DL_PAINT 0xA5A5A5A5u
+#define DL_PAINTED {PAINTED_STACK_BYTES}u
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
+
+static const uint8_t dl_images[DL_IMAGES][DENSELAB_INPUT_SIZE] = {{
+{rows}
+}};
+
+int main(void) {{
+  static int8_t input[DENSELAB_INPUT_SIZE];
+  int8_t output[DENSELAB_CLASSES];
+  uint32_t sp, start, end;
+  volatile uint32_t *word, *bottom;
+  int k, c;
+  /* Paint the free stack below this frame; what denselab_predict overwrites, it used. */
+  __asm volatile("mov %0, sp" : "=r"(sp));
+  bottom = (volatile uint32_t *)(sp - DL_PAINTED);
+  for (word = bottom; word < (volatile uint32_t *)sp; ++word) *word = DL_PAINT;
+  denselab_quantize(dl_images[0], input);
+  denselab_predict(input, output);
+  for (word = bottom; word < (volatile uint32_t *)sp && *word == DL_PAINT; ++word) {{
+  }}
+  printf("stack %lu%s\\n", (unsigned long)(sp - (uint32_t)word), word == bottom ? " overflowed" : "");
+  k = denselab_classify(dl_images[0]);
+  printf("classify %d %s\\n", k, denselab_class_names[k]);
+  SYST_RVR = 0xFFFFFFu; /* SysTick on the core clock, counting down, no interrupt */
+  SYST_CVR = 0;
+  SYST_CSR = 5;
+  for (k = 0; k < DL_IMAGES; ++k) {{
+    denselab_quantize(dl_images[k], input);
+    start = SYST_CVR;
+    denselab_predict(input, output);
+    end = SYST_CVR;
+    printf("image %d ticks %lu:", k, (unsigned long)((start - end) & 0xFFFFFFu));
+    for (c = 0; c < DENSELAB_CLASSES; ++c) printf(" %d", output[c]);
+    printf("\\n");
+  }}
+  return 0;
+}}
+"""
+
+
+def build_firmware(sources: Path, pixels: np.ndarray, folder: Path) -> tuple[Path, Path]:
+    """Compile the model and a firmware main for the Cortex-M4; the ELF and the linker map."""
+    compiler = toolchain.find("arm-none-eabi-gcc")
+    package = resources.files("denselab.deploy.c_runtime") / "c"
+    (folder / "startup.c").write_text((package / "startup.c").read_text())
+    (folder / LINKER_SCRIPT).write_text((package / LINKER_SCRIPT).read_text())
+    (folder / "firmware.c").write_text(firmware_main(pixels))
+    objects = []
+    for source in (sources / SOURCE, folder / "startup.c", folder / "firmware.c"):
+        target = folder / (source.stem + ".o")
+        toolchain.compile_c([compiler, *toolchain.CORTEX_M4_FLAGS, f"-I{sources}", "-c", str(source), "-o",
+                             str(target)], f"{source.name} for the Cortex-M4")
+        objects.append(target)
+    elf, map_file = folder / "firmware.elf", folder / "firmware.map"
+    toolchain.compile_c([compiler, *toolchain.CORTEX_M4_FLAGS, "--specs=rdimon.specs", "-nostartfiles",
+                         f"-T{folder / LINKER_SCRIPT}", f"-Wl,-Map={map_file}", "-Wl,--gc-sections",
+                         *map(str, objects), "-o", str(elf)], "the Cortex-M4 firmware")
+    return elf, map_file
+
+
+# A line of the map's memory map that places an input section:
+# " .rodata.dl_weights_0\n                0x00000200     0x3d40 /tmp/x/denselab_model.o"
+_PLACED = re.compile(r"^ (\.[\w.$]+)\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", re.MULTILINE)
+
+
+def section_sizes(map_text: str, object_name: str) -> dict[str, int]:
+    """Bytes that `object_name` contributes to .text, .rodata, .data and .bss in a GNU ld map."""
+    placed = map_text[map_text.index("Linker script and memory map"):]
+    placed = re.sub(r"^ (\.[\w.$]+)\n\s+", r" \1 ", placed, flags=re.MULTILINE)  # names too long share no line
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for name, size, owner in _PLACED.findall(placed):
+        if Path(owner).name != object_name:
+            continue
+        kind = name.lstrip(".").split(".")[0]
+        if kind in sizes:
+            sizes[kind] += int(size, 16)
+    return sizes
+
+
+def run_on_qemu(elf: Path, images: int) -> EmulatorRun:
+    """Run the firmware under qemu-system-arm and read back its outputs, SysTick counts and stack depth."""
+    command = [toolchain.find("qemu-system-arm"), "-M", QEMU_MACHINE, "-nographic", "-monitor", "none",
+               "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=QEMU_TIMEOUT_SECONDS,
+                                stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the firmware did not finish under QEMU in {QEMU_TIMEOUT_SECONDS} s") from None
+    if result.returncode != 0:
+        raise RuntimeError(f"the firmware exited with status {result.returncode} under QEMU "
+                           f"(99: a fault):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    stack = re.search(r"^stack (\d+)( overflowed)?$", result.stdout, re.MULTILINE)
+    classified = re.search(r"^classify (\d+) ", result.stdout, re.MULTILINE)
+    lines = re.findall(r"^image (\d+) ticks (\d+):((?: -?\d+)+)$", result.stdout, re.MULTILINE)
+    if stack is None or stack.group(2) or classified is None or len(lines) != images:
+        raise RuntimeError(f"unexpected firmware output under QEMU:\n{result.stdout[-2000:]}")
+    outputs = np.array([[int(value) for value in values.split()] for _, _, values in lines], np.int8)
+    ticks = np.array([int(count) for _, count, _ in lines], np.int64)
+    return EmulatorRun(outputs, ticks * INSTRUCTIONS_PER_TICK, int(stack.group(1)), int(classified.group(1)))
+
+
+def check_on_cortex_m4(sources: Path, pixels: np.ndarray) -> tuple[Footprint, EmulatorRun]:
+    """Build for the Cortex-M4, measure the model's flash and RAM, and run `pixels` under QEMU."""
+    if len(pixels) < 1:
+        raise BadInput("the Cortex-M4 check needs at least one image")
+    with tempfile.TemporaryDirectory(prefix="denselab-cortex-m4-") as folder:
+        elf, map_file = build_firmware(sources, pixels, Path(folder))
+        sizes = section_sizes(map_file.read_text(), Path(SOURCE).with_suffix(".o").name)
+        run = run_on_qemu(elf, len(pixels))
+    return Footprint(**sizes, stack=run.stack_bytes), run

@@ -1,0 +1,186 @@
+"""A search's report: report.md with its figures, and a self-contained report.html.
+
+It reads what the search found (trials, finalists, importances) and never trains. It says
+how the winner was chosen, on the validation split, and that the test set was scored only
+for the finalists, once, after they were chosen.
+"""
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denselab.model_search.finalists import Finalist
+from denselab.model_search.run import SearchSettings, Trial
+from denselab.model_search.target import Target
+from denselab.outputs import prepare_output_dir, write_bytes_atomically
+from denselab.reports import plots, search_figures
+
+TRIAL_HEADER = ("trial", "hidden", "status", "epochs", "int8 val. acc.", "int8 bytes", "arena", "lr", "batch",
+                "dropout in/hid", "wd", "smooth", "sched.", "aug.", "std.")
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    target: Target
+    settings: SearchSettings
+    split: dict
+    trials: list[Trial]
+    pareto: list[Trial]
+    finalists: list[Finalist]
+    importances: dict[str, float]
+    class_names: tuple[str, ...]
+    seconds: float
+
+    @property
+    def winner(self) -> Finalist | None:
+        return next((finalist for finalist in self.finalists if finalist.winner), None)
+
+
+def trial_rows(report: SearchReport) -> list[tuple[str, ...]]:
+    rows = []
+    for trial in report.trials:
+        p = trial.params
+        accuracy = " → ".join(f"{run['int8_accuracy']:.4f}" for _, run in sorted(trial.runs.items())) or "-"
+        training = ("-",) * 8
+        if "learning_rate" in p:
+            training = (f"{p['learning_rate']:.2g}", str(p["batch_size"]),
+                        f"{p['dropout_input']:.2f}/{p['dropout_hidden']:.2f}", f"{p['weight_decay']:.1g}",
+                        f"{p['label_smoothing']:.2f}", p["schedule"], p["augment"], "yes" if p["standardize"] else "no")
+        rows.append((f"t{trial.number:04d}", "-".join(map(str, trial.hidden_units)), trial.status,
+                     " → ".join(map(str, sorted(trial.runs))) or "-", accuracy, f"{trial.int8_bytes:,}",
+                     f"{trial.arena_bytes:,}", *training))
+    return rows
+
+
+def _figures(report: SearchReport) -> list[tuple[str, str, bytes]]:
+    pareto = {trial.number for trial in report.pareto}
+    winner = report.winner.trial.number if report.winner else None
+    top = max((t.top_epochs for t in report.trials if t.runs), default=None)
+    points = [{"name": f"t{t.number:04d}", "int8_bytes": t.int8_bytes, "val_accuracy_int8": t.accuracy,
+               "pareto": t.number in pareto, "winner": t.number == winner}
+              for t in report.trials if t.runs and t.top_epochs == top]
+    shown = []
+    if points:
+        shown.append(("pareto-front", f"int8 validation accuracy against int8 model size of the trials that reached "
+                      f"{top} epochs; the dashed line is the largest model {report.target.name}'s flash holds beside "
+                      "the runtime.", search_figures.pareto_front(points, report.target.model_flash_limit, report.target.name)))
+    if report.importances:
+        shown.append(("importances", "How much each choice mattered to the int8 validation accuracy of the first "
+                      "rung (Optuna's PED-ANOVA over the trained trials).", search_figures.importances(report.importances,
+                                                                                   "Importance of each choice")))
+    if report.winner:
+        matrix = np.sum([run["confusion_matrix"] for run in report.winner.runs], axis=0).tolist()
+        shown.append(("confusion-matrix", f"Confusion matrix of the winner, {report.winner.name}, on the test set "
+                      f"(float model, summed over its {len(report.winner.runs)} seeds).",
+                      plots.confusion_matrix(matrix, list(report.class_names), f"{report.winner.name}: rows true class, "
+                                             "columns predicted")))
+    return shown
+
+
+def _summary_lines(report: SearchReport) -> list[str]:
+    s, t = report.settings, report.target
+    lines = [
+        f"Target: {t.name}: {t.flash_bytes:,} bytes of flash, {t.ram_bytes:,} bytes of RAM, runtime {t.runtime} "
+        + (f"(its code estimated at {t.runtime_flash_bytes:,} bytes of flash)." if t.runtime == "tflm" else
+           f"(denselab's C runtime: its code at most {t.runtime_flash_bytes:,} bytes of flash, measured; a trial's "
+           "model bytes and RAM are its tables and its activations and stack, from the layer sizes)."),
+        f"Settings: {s.trials} trials, up to {s.epochs_max} epochs (rungs of {', '.join(map(str, s.rungs()))}), "
+        f"seed {s.seed}" + (f", time budget {s.time_budget_minutes:g} min" if s.time_budget_minutes else "")
+        + f"; wall time {report.seconds / 60:.1f} min.",
+        f"Selection: every trial was scored by its int8 model's accuracy on a fixed, stratified validation split "
+        f"of {report.split['count']:,} training images (seed {report.split['seed']}, indices sha256 "
+        f"{report.split['indices_sha256'][:16]}…), never on the test set. The test set was scored only for the "
+        f"{len(report.finalists)} finalists, once, after they were chosen.",
+    ]
+    if report.winner:
+        w = report.winner.as_dict()
+        lines.append(
+            f"Winner: {w['name']} (hidden {'-'.join(map(str, report.winner.trial.hidden_units))}), int8 validation "
+            f"accuracy {w['val_accuracy_int8']:.4f}; retrained on all training images with {w['seeds']} seeds: int8 "
+            f"test accuracy {w['test_accuracy_int8_mean']:.4f} ± {w['test_accuracy_int8_std']:.4f} (the file "
+            f"{Path(w['tflite_path']).name}: {w['test_accuracy_int8']:.4f}); {w['int8_bytes']:,} bytes, arena "
+            f"{w['arena_bytes']:,} bytes under TFLM, which agreed with LiteRT's reference kernels on the top class of "
+            f"{w['tflm']['top_class_agreement']:.1%} of {w['tflm']['images']} test images; "
+            f"{'fits' if w['fits'] else 'does NOT fit'} {t.name}.")
+        if w["c"]:
+            c = w["c"]
+            lines.append(
+                f"C runtime of the winner: {c['flash_bytes']:,} bytes of flash and {c['ram_bytes']:,} bytes of RAM on a "
+                f"Cortex-M4 (measured from the linker map and the stack); outputs "
+                f"{'identical to' if c['host_identical_to_tflm'] else 'DIFFERENT from'} TFLM's on "
+                f"{c['host_images']:,} test images, and under QEMU {'identical to' if c['qemu_identical'] else 'DIFFERENT from'} "
+                f"the host's on {c['qemu_images']}; {c['instructions_per_inference']:,} instructions per inference.")
+    return lines
+
+
+def _finalist_rows(report: SearchReport) -> list[tuple[str, ...]]:
+    rows = []
+    for finalist in report.finalists:
+        d = finalist.as_dict()
+        rows.append((d["name"] + (" (winner)" if finalist.winner else ""), f"{d['val_accuracy_int8']:.4f}",
+                     f"{d['test_accuracy_int8_mean']:.4f} ± {d['test_accuracy_int8_std']:.4f}",
+                     f"{d['test_accuracy_int8']:.4f}", f"{d['int8_bytes']:,}", f"{d['arena_bytes']:,}",
+                     "yes" if d["fits"] else "no", Path(d["study_path"]).name))
+    return rows
+
+
+FINALIST_HEADER = ("finalist", "int8 val. acc.", "int8 test acc. (seeds)", "int8 test acc. (file)", "int8 bytes",
+                   "TFLM arena", "fits", "study file")
+
+
+def _markdown(report: SearchReport, shown) -> str:
+    def table(header, rows):
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+               ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+    lines = [f"# denselab search: {report.target.name}", ""] + [f"{line}\n" for line in _summary_lines(report)]
+    lines += ["## Finalists", ""] + table(FINALIST_HEADER, _finalist_rows(report))
+    if report.importances:
+        lines += ["## How much each choice mattered", ""] + table(
+            ("choice", "importance"), [(name, f"{value:.1%}") for name, value in report.importances.items()])
+    lines += ["## Trials", ""] + table(TRIAL_HEADER, trial_rows(report))
+    lines += ["## Figures", ""]
+    for name, caption, _ in shown:
+        lines += [f"![{caption}](figures/{name}.png)", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
+def _html(report: SearchReport, shown) -> str:
+    e = html.escape
+
+    def table(header, rows):
+        return ("<table><tr>" + "".join(f"<th>{e(cell)}</th>" for cell in header) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+                + "</table>")
+
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>denselab search: {e(report.target.name)}</title><style>",
+             "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}",
+             "table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}td,th{border:1px solid #ccc;"
+             "padding:.2rem .5rem;text-align:right}td:first-child{text-align:left}img{max-width:100%}",
+             "</style></head><body>", f"<h1>denselab search: {e(report.target.name)}</h1>"]
+    parts += [f"<p>{e(line)}</p>" for line in _summary_lines(report)]
+    parts += ["<h2>Finalists</h2>", table(FINALIST_HEADER, _finalist_rows(report))]
+    if report.importances:
+        parts += ["<h2>How much each choice mattered</h2>",
+                  table(("choice", "importance"), [(n, f"{v:.1%}") for n, v in report.importances.items()])]
+    parts += ["<h2>Trials</h2>", table(TRIAL_HEADER, trial_rows(report)), "<h2>Figures</h2>"]
+    for _, caption, png in shown:
+        parts.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                     f"<figcaption>{e(caption)}</figcaption></figure>")
+    return "\n".join(parts + ["</body></html>"])
+
+
+def write_search_report(report: SearchReport, out_dir: Path) -> Path:
+    """Write report.md, figures/*.png and report.html into `out_dir`, each file atomically."""
+    out_dir = prepare_output_dir(out_dir)
+    figures_dir = prepare_output_dir(out_dir / "figures")
+    shown = _figures(report)
+    for name, _, png in shown:
+        write_bytes_atomically(figures_dir / f"{name}.png", png)
+    write_bytes_atomically(out_dir / "report.md", _markdown(report, shown).encode())
+    write_bytes_atomically(out_dir / "report.html", _html(report, shown).encode())
+    return out_dir

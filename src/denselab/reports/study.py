@@ -1,0 +1,284 @@
+"""A study's report: report.md with its figures, and a self-contained report.html.
+
+The report never trains and never converts: it reads finished runs from the store (with
+the deployment figures measured when each run finished), the best variant's saved model
+(for the example prediction and the misclassified images) and the test set.
+"""
+
+import base64
+import html
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denselab.data.dataset import Dataset
+from denselab.deploy.boards import boards_that_fit_c, io_bytes, load_boards
+from denselab.model.predict import DensePredictor
+from denselab.model.spec import load_model
+from denselab.outputs import prepare_output_dir, write_bytes_atomically
+from denselab.reports import plots
+from denselab.study.file import Study
+from denselab.study.findings import (
+    Finding,
+    VariantSummary,
+    answer_questions,
+    execution_mark,
+    gflops,
+    seconds_cell,
+    summarize_variants,
+    table_notes,
+)
+
+MISCLASSIFIED_SHOWN = 18
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file name stem under figures/
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    study: Study
+    summaries: list[VariantSummary]
+    findings: list[Finding]
+    answers_figure: Figure | None  # the forest plot of the answers; None without findings
+    figures: list[Figure]
+    failed: list[dict]
+    environment: str
+    # Variant name -> (int8 .tflite bytes, boards it fits with TFLM) of its first seed's run,
+    # or None for runs stored before deployment figures were measured (schema 1).
+    deployment: dict[str, tuple[int, list[str]] | None]
+    # Variant name -> boards it fits with denselab's C runtime, from its layer sizes.
+    c_boards: dict[str, list[str]]
+
+    @property
+    def best(self) -> VariantSummary:
+        return max(self.summaries, key=lambda summary: summary.metrics["test_accuracy"].mean)
+
+
+def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[dict] | None = None) -> Report:
+    """Compute the summaries, findings and figures of a study from its finished runs."""
+    if not runs:
+        raise ValueError("a report needs at least one finished run")
+    summaries = summarize_variants(study, runs)
+    findings = answer_questions(study, runs)
+    best = max(summaries, key=lambda summary: summary.metrics["test_accuracy"].mean)
+    best_runs = sorted((run for run in runs if run["variant"] == best.name), key=lambda run: run["seed"])
+    answers_figure = Figure(
+        "answers", "Each question's difference in test accuracy (variant − baseline) with its 95% interval: "
+        "real where the interval excludes zero, noise where it does not.",
+        plots.accuracy_forest([(f.question.question, f.accuracy.estimate * 100,
+                                None if f.accuracy.low is None else f.accuracy.low * 100,
+                                None if f.accuracy.high is None else f.accuracy.high * 100) for f in findings]),
+    ) if findings else None
+    figures = [
+        Figure("learning-curves", "Training loss and accuracy per epoch: mean over seeds, band ± 1 std.",
+               plots.learning_curves({
+                   summary.name: [run["history"] for run in runs if run["variant"] == summary.name]
+                   for summary in summaries
+               })),
+        Figure("accuracy-vs-parameters", "Test accuracy (mean ± std over seeds) against parameter count.",
+               plots.accuracy_vs_parameters([
+                   (s.name, s.params, s.metrics["test_accuracy"].mean, s.metrics["test_accuracy"].std) for s in summaries
+               ])),
+        Figure("seconds-per-epoch", "Seconds per epoch of one seed (median of epochs after the first; mean ± std "
+               "over seeds); a name marked * trained its seeds side by side, and its time is the group's ÷ its seeds.",
+               plots.seconds_per_epoch([
+                   (s.name + execution_mark(s), s.metrics["seconds_per_epoch"].mean, s.metrics["seconds_per_epoch"].std)
+                   for s in summaries
+               ])),
+        Figure("confusion-matrix", f"Confusion matrix of the best variant, {best.name}, summed over its {len(best_runs)} seeds.",
+               plots.confusion_matrix(
+                   np.sum([run["confusion_matrix"] for run in best_runs], axis=0).tolist(),
+                   list(dataset.class_names), f"{best.name}: rows true class, columns predicted",
+               )),
+    ]
+    figures += _prediction_figures(best_runs[0], dataset)
+    environment = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+                  f"Keras backend {runs[0]['keras_backend']}"
+    deployment = {}
+    for summary in summaries:
+        first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
+        deployment[summary.name] = None if first.get("int8_bytes") is None else (first["int8_bytes"], first["boards"])
+    c_boards = {variant.name: boards_that_fit_c(variant.spec.hidden_units, dataset.class_names, io_bytes(dataset))
+                for variant in study.variants if variant.name in deployment}
+    return Report(study, summaries, findings, answers_figure, figures, failed or [], environment, deployment, c_boards)
+
+
+def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
+    """The exercise's print(classifications[0]) as a chart, and misclassified test images."""
+    predictor = DensePredictor.from_keras(load_model(Path(run["model_path"])), run["config"]["normalization"])
+    probabilities = predictor.probabilities(dataset.test_images)
+    names = dataset.class_names
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != dataset.test_labels)[:MISCLASSIFIED_SHOWN]
+    label = f"{run['variant']}, seed {run['seed']}"
+    return [
+        Figure("test-image-0", f"Test image 0 and the probability vector that {label} gives it.",
+               plots.probability_vector(
+                   dataset.test_images[0], probabilities[0].tolist(), list(names),
+                   names[int(dataset.test_labels[0])], f"model.predict(test image 0), {label}",
+               )),
+        Figure("misclassified", f"The first {len(wrong)} misclassified test images of {label}.",
+               plots.misclassified_grid(
+                   dataset.test_images[wrong], [names[i] for i in dataset.test_labels[wrong]],
+                   [names[i] for i in predicted[wrong]], probabilities[wrong, predicted[wrong]].tolist(),
+               )),
+    ]
+
+
+# --- rendering -------------------------------------------------------------------------
+
+WORK_HEADER = "GFLOP/epoch"
+TABLE_HEADER = ("variant", "params", "test acc.", "train acc.", "test loss", "epochs", "s/epoch", WORK_HEADER, "seeds")
+FITS, DOES_NOT_FIT = "✓", "–"
+BOARDS_NOTE = (
+    "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed. Under each board, the first "
+    f"mark is TensorFlow Lite Micro, the second denselab's C runtime (denselab export --runtime c): {FITS} fits, "
+    f"{DOES_NOT_FIT} does not, ? not measured (a run stored by an older denselab). TFLM fits where the board's "
+    "flash holds the model and the TFLM runtime (its code estimated) and its RAM holds the measured arena; the C "
+    "runtime's flash and RAM follow from the layer sizes (bounds checked against Cortex-M4 builds)."
+)
+
+
+def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
+    """The per-variant table, as text cells (mean ± std over seeds)."""
+    return [(
+        s.name, f"{s.params:,}", s.metrics["test_accuracy"].format(), s.metrics["train_accuracy"].format(),
+        s.metrics["test_loss"].format(), s.metrics["epochs_run"].format(1), seconds_cell(s, compact=False),
+        gflops(s), str(s.seeds),
+    ) for s in summaries]
+
+
+def board_header() -> tuple[str, ...]:
+    boards, _ = load_boards()
+    return ("variant", "int8 bytes", *boards)
+
+
+def board_rows(report: Report) -> list[tuple[str, ...]]:
+    """Per variant: its int8 size, and under each board a TFLM mark and a C-runtime mark."""
+    boards, _ = load_boards()
+    rows = []
+    for summary in report.summaries:
+        deployment = report.deployment[summary.name]
+        size = "-" if deployment is None else f"{deployment[0]:,}"
+
+        def mark(board: str) -> str:
+            tflm = "?" if deployment is None else FITS if board in deployment[1] else DOES_NOT_FIT
+            return f"{tflm} {FITS if board in report.c_boards[summary.name] else DOES_NOT_FIT}"
+
+        rows.append((summary.name, size, *[mark(board) for board in boards]))
+    return rows
+
+
+def _notes(report: Report) -> list[str]:
+    """The variants table's notes, without the terminal's pointer to this report."""
+    return [note for note in table_notes(report.summaries, WORK_HEADER) if "report.md" not in note]
+
+
+def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+def _markdown(report: Report) -> str:
+    lines = [f"# denselab study: {report.study.name}", "", report.study.description, "",
+             f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", ""]
+    if report.findings:
+        figure = report.answers_figure
+        lines += ["## Answers", "", f"![{figure.caption}](figures/{figure.name}.png)", "", f"*{figure.caption}*", "",
+                  *[f"- {finding.answer()}" for finding in report.findings], "", "## Findings", ""]
+    for finding in report.findings:
+        lines.append(f"**{finding.question.question}**")
+        lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
+    lines += ["## Variants (mean ± std over seeds)", "", *_markdown_table(TABLE_HEADER, summary_rows(report.summaries)),
+              "", *[f"{note}." if not note.endswith(".") else note for note in _notes(report)], "",
+              *[f"- **{s.name}**: {s.reason}" for s in report.summaries], "",
+              "## Boards", "", *_markdown_table(board_header(), board_rows(report)), "", BOARDS_NOTE, ""]
+    if report.failed:
+        lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
+                                          for run in report.failed] + [""]
+    lines += ["## Figures", ""]
+    for figure in report.figures:
+        lines += [f"![{figure.caption}](figures/{figure.name}.png)", "", f"*{figure.caption}*", ""]
+    return "\n".join(lines)
+
+
+# Numbers never wrap: a table wider than the page scrolls inside its own box instead.
+# Beside the forest plot the answers read as a column; below ~1100 px they go under it.
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
+    ".scroll{overflow-x:auto}table{border-collapse:collapse;margin:1rem 0}"
+    "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right;white-space:nowrap}"
+    "td:first-child,th:first-child{text-align:left}td.mark{text-align:center}"
+    "img{max-width:100%}figcaption{color:#555;font-style:italic}"
+    ".answers{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}"
+    ".answers figure{flex:1 1 34rem;margin:0}.answers ul{flex:1 1 28rem;margin:0;padding-left:1.2rem}"
+    ".answers li{margin-bottom:.6rem}.note{color:#555}"
+    "@media (max-width:900px){table{font-size:.85rem}td,th{padding:.25rem .35rem}}"
+)
+
+
+def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]], marks: bool = False) -> str:
+    e = html.escape
+    cells = "".join(f"<th>{e(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(
+        f"<td class='mark'>{e(cell)}</td>" if marks and index >= 2 else f"<td>{e(cell)}</td>"
+        for index, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f"<div class='scroll'><table><tr>{cells}</tr>{body}</table></div>"
+
+
+def _html_figure(figure: Figure) -> str:
+    e = html.escape
+    data = base64.b64encode(figure.png).decode()
+    return (f"<figure><img alt='{e(figure.caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{e(figure.caption)}</figcaption></figure>")
+
+
+def _html(report: Report) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>denselab study: {e(report.study.name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>denselab study: {e(report.study.name)}</h1><p>{e(report.study.description)}</p>",
+        f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p>",
+    ]
+    if report.findings:
+        answers = "".join(
+            f"<li><b>{e(f.question.question)}</b>{e(f.answer().removeprefix(f.question.question))}</li>"
+            for f in report.findings)
+        parts.append(f"<h2>Answers</h2><div class='answers'>{_html_figure(report.answers_figure)}"
+                     f"<ul>{answers}</ul></div><h2>Findings</h2>")
+    for finding in report.findings:
+        parts.append(f"<h3>{e(finding.question.question)}</h3><ul>")
+        parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
+    parts.append("<h2>Variants (mean ± std over seeds)</h2>" + _html_table(TABLE_HEADER, summary_rows(report.summaries)))
+    parts += [f"<p class='note'>{e(note)}</p>" for note in _notes(report)]
+    parts.append("<ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
+    parts.append("<h2>Boards</h2>" + _html_table(board_header(), board_rows(report), marks=True)
+                 + f"<p class='note'>{e(BOARDS_NOTE)}</p>")
+    if report.failed:
+        parts.append("<h2>Failed runs</h2><ul>" + "".join(
+            f"<li>{e(run['variant'])} seed {run['seed']}: {e(run['error'].splitlines()[0])}</li>" for run in report.failed
+        ) + "</ul>")
+    parts.append("<h2>Figures</h2>")
+    parts += [_html_figure(figure) for figure in report.figures]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report: Report, out_dir: Path) -> Path:
+    """Write report.md, figures/*.png and report.html into `out_dir`, each file atomically."""
+    out_dir = prepare_output_dir(out_dir)
+    figures_dir = prepare_output_dir(out_dir / "figures")
+    for figure in [report.answers_figure] * bool(report.findings) + report.figures:
+        write_bytes_atomically(figures_dir / f"{figure.name}.png", figure.png)
+    write_bytes_atomically(out_dir / "report.md", _markdown(report).encode())
+    write_bytes_atomically(out_dir / "report.html", _html(report).encode())
+    return out_dir
