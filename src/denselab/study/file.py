@@ -173,6 +173,18 @@ def parse_study(text: str, source: str) -> Study:
     def fail(table: str, index: int, key: str | None, problem: str):
         raise BadInput(f"{source}:{locate.line(table, index, key)}: {problem}")
 
+    name, description, seeds = _study_header(document, source, fail)
+    defaults = _defaults(document, fail)
+    variants = _variants(document, defaults, fail)
+    questions = _questions(document, {variant.name for variant in variants}, fail)
+    return Study(name, description, tuple(range(seeds)), tuple(variants), tuple(questions), source)
+
+
+# Each check below reports through `fail(table, index, key, problem)`, which raises a
+# BadInput pointing at the line of `key` in table `table` number `index`.
+
+def _study_header(document: dict, source: str, fail) -> tuple[str, str, int]:
+    """The study's top-level keys, checked: its name, description and number of seeds."""
     for key in document:
         if key not in STUDY_KEYS:
             fail("", 0, key, f"unknown key {key!r} (expected one of {', '.join(sorted(STUDY_KEYS))})")
@@ -186,7 +198,11 @@ def parse_study(text: str, source: str) -> Study:
     seeds = document.get("seeds", DEFAULT_SEEDS)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
         fail("", 0, "seeds", f"'seeds' must be an integer from 1 to {MAX_SEEDS}, got {_shown(seeds)}")
+    return name, description, seeds
 
+
+def _defaults(document: dict, fail) -> dict:
+    """The [defaults] table, each setting checked."""
     defaults = document.get("defaults", {})
     if not isinstance(defaults, dict):
         fail("", 0, "defaults", "'defaults' must be a table ([defaults])")
@@ -194,7 +210,11 @@ def parse_study(text: str, source: str) -> Study:
         if key not in SETTING_TYPES:
             fail("defaults", 0, key, f"unknown key {key!r} in [defaults] (expected one of {', '.join(SETTING_TYPES)})")
         _check_setting(key, value, lambda problem, key=key: fail("defaults", 0, key, problem))
+    return defaults
 
+
+def _variants(document: dict, defaults: dict, fail) -> list[Variant]:
+    """The [[variants]] tables, each the defaults with its own settings over them."""
     raw_variants = document.get("variants")
     if not isinstance(raw_variants, list) or not raw_variants:
         fail("", 0, "variants", "a study needs at least one [[variants]] table")
@@ -205,16 +225,7 @@ def parse_study(text: str, source: str) -> Study:
 
         if not isinstance(raw, dict):  # an inline array such as `variants = [1]`
             fail("", 0, "variants", "each variant must be a [[variants]] table")
-        for key, value in raw.items():
-            if key not in VARIANT_KEYS:
-                fail_here(key, f"unknown key {key!r} in variant {raw.get('name', index + 1)!r}")
-        for key in ("name", "reason"):
-            if key not in raw:
-                fail_here(None, f"variant {index + 1} has no '{key}'")
-            if not isinstance(raw[key], str) or not raw[key].strip():
-                fail_here(key, f"'{key}' must be a non-empty string")
-        if raw["name"] in names:
-            fail_here("name", f"duplicate variant name {raw['name']!r}")
+        _check_variant_keys(raw, index, names, fail_here)
         names.add(raw["name"])
         settings = {**defaults}
         for key, value in raw.items():
@@ -222,7 +233,25 @@ def parse_study(text: str, source: str) -> Study:
                 _check_setting(key, value, lambda problem, key=key: fail_here(key, problem))
                 settings[key] = value
         variants.append(_variant(raw["name"], raw["reason"], settings, lambda problem: fail_here(None, problem)))
+    return variants
 
+
+def _check_variant_keys(raw: dict, index: int, names: set[str], fail_here) -> None:
+    """A variant's keys are known, its name and reason non-empty strings, its name new."""
+    for key in raw:
+        if key not in VARIANT_KEYS:
+            fail_here(key, f"unknown key {key!r} in variant {raw.get('name', index + 1)!r}")
+    for key in ("name", "reason"):
+        if key not in raw:
+            fail_here(None, f"variant {index + 1} has no '{key}'")
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            fail_here(key, f"'{key}' must be a non-empty string")
+    if raw["name"] in names:
+        fail_here("name", f"duplicate variant name {raw['name']!r}")
+
+
+def _questions(document: dict, names: set[str], fail) -> list[Question]:
+    """The [[questions]] tables, each comparing two of the variants `names`."""
     questions = []
     raw_questions = document.get("questions", [])
     if not isinstance(raw_questions, list):
@@ -232,7 +261,8 @@ def parse_study(text: str, source: str) -> Study:
             fail("", 0, "questions", "each question must be a [[questions]] table")
         for key in raw:
             if key not in QUESTION_KEYS:
-                fail("questions", index, key, f"unknown key {key!r} in a question (expected {', '.join(sorted(QUESTION_KEYS))})")
+                fail("questions", index, key,
+                     f"unknown key {key!r} in a question (expected {', '.join(sorted(QUESTION_KEYS))})")
         for key in sorted(QUESTION_KEYS):
             if key not in raw:
                 fail("questions", index, None, f"question {index + 1} has no '{key}'")
@@ -242,7 +272,7 @@ def parse_study(text: str, source: str) -> Study:
             if raw[key] not in names:
                 fail("questions", index, key, f"'{key}' names no variant: {raw[key]!r}")
         questions.append(Question(raw["question"], raw["baseline"], raw["variant"]))
-    return Study(name, description, tuple(range(seeds)), tuple(variants), tuple(questions), source)
+    return questions
 
 
 def _toml_document(text: str, source: str) -> dict:
