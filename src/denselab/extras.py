@@ -15,7 +15,7 @@ from denselab.errors import BadInput
 
 
 class Provider(NamedTuple):
-    distribution: str  # what pip installs, as pyproject.toml names it
+    distribution: str  # what the extra lists in pyproject.toml: the module's own, or one that requires it
     extra: str
 
 
@@ -28,6 +28,7 @@ MODULES = {
     "optuna": Provider("optuna", "search"),
     "fastapi": Provider("fastapi", "serve"),
     "uvicorn": Provider("uvicorn", "serve"),
+    "starlette": Provider("fastapi", "serve"),  # FastAPI's own framework, which the app uses directly
     # Not imported by denselab: Starlette needs it for the multipart uploads /predict takes.
     "python_multipart": Provider("python-multipart", "serve"),
     "ray": Provider("ray", "ray"),
@@ -52,14 +53,14 @@ def missing_message(module: str) -> str:
 def extra_imports():
     """Wraps the import statements of an extra's modules: one that is not installed is a BadInput.
 
-    Only a module of MODULES counts: any other ModuleNotFoundError (a broken installation
-    of one of them, say) keeps its traceback.
+    Only a module of MODULES that is not installed counts: any other ModuleNotFoundError (a
+    submodule missing from a broken installation, say) keeps its traceback.
     """
     try:
         yield
     except ModuleNotFoundError as error:
         module = (error.name or "").partition(".")[0]
-        if module not in MODULES:
+        if module not in MODULES or _installed(module):
             raise
         raise BadInput(missing_message(module)) from None
 

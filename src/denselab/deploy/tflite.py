@@ -16,6 +16,7 @@ import numpy as np
 
 from denselab.data.dataset import IMAGE_SIDE, Dataset, normalize
 from denselab.errors import BadInput
+from denselab.extras import extra_imports
 from denselab.model.predict import DensePredictor
 from denselab.model.spec import spec_of
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
@@ -50,7 +51,7 @@ def check_quantize(quantize: str) -> None:
 def _quiet_tensorflow():
     if not verbose():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    with c_output_silenced():  # absl's and oneDNN's start-up lines ignore the variable above
+    with c_output_silenced(), extra_imports():  # absl's and oneDNN's start-up lines ignore the variable above
         import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -121,7 +122,8 @@ class LiteRTClassifier:
     """
 
     def __init__(self, model_bytes: bytes, normalization: str = "scale", reference_kernels: bool = False):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        with extra_imports():
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
         with c_output_silenced():
@@ -161,7 +163,8 @@ def op_names(model_bytes: bytes) -> list[str]:
     only through this underscored method; the alternative is parsing the flatbuffer
     with TensorFlow Lite's schema ourselves.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    with extra_imports():
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_content=model_bytes,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -15,6 +15,7 @@ import numpy as np
 
 from denselab.deploy.tflite import LiteRTClassifier
 from denselab.errors import BadInput
+from denselab.extras import extra_imports
 from denselab.quiet import c_output_silenced
 
 TFLM_IMAGES = 1000  # test images run through TFLM: enough to trust its accuracy to ~1 pp
@@ -28,7 +29,8 @@ SMALLEST_ARENA_PROBED = 1024
 
 def tflm_interpreter(model_bytes: bytes, arena_size: int | None = None):
     """A TFLM interpreter for the model; raises RuntimeError when the arena is too small."""
-    import tflite_micro
+    with extra_imports():
+        import tflite_micro
 
     if arena_size is not None and arena_size < SMALLEST_ARENA_PROBED:
         raise ValueError(f"arena_size {arena_size} is below {SMALLEST_ARENA_PROBED}, where tflite-micro crashes")
@@ -133,7 +135,8 @@ _ARENAS: dict[tuple, int] = {}
 
 def arena_for_shapes(model_bytes: bytes) -> int:
     """smallest_arena(model_bytes), reused for models of the same operators and tensor shapes and types."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    with extra_imports():
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_content=model_bytes,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -18,6 +18,7 @@ from typing import Callable
 
 from denselab.data.dataset import Dataset
 from denselab.errors import BadInput
+from denselab.extras import extra_imports
 from denselab.model_search import space
 from denselab.model_search.split import VALIDATION_IMAGES, check_validation_size
 from denselab.model_search.target import Footprints, Target
@@ -94,9 +95,10 @@ def search_name(target: Target, settings: SearchSettings) -> str:
 
 def open_journal(path: Path, name: str, split_record: dict, sampler):
     """The Optuna study of this search in its journal file, made on first use and checked after."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    with extra_imports():
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     identity = {"kind": "denselab-search", "space_version": space.SPACE_VERSION, "validation": split_record}
@@ -141,7 +143,8 @@ def run_search(
         Every trial in proposal order, and how much each choice mattered to rung 0's int8
         validation accuracy (PED-ANOVA over the trained trials).
     """
-    import optuna
+    with extra_imports():
+        import optuna
 
     name = search_name(target, settings)
     sampler = optuna.samplers.TPESampler(seed=settings.seed)  # it reads each trial's constraint (set_constraint)
@@ -198,7 +201,8 @@ def _trial_name(number: int, epochs: int) -> str:
 
 
 def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> None:
-    import optuna
+    with extra_imports():
+        import optuna
 
     epochs = context.settings.rungs()[0]
     target, wanted = context.target, context.settings.trials
@@ -248,14 +252,16 @@ def _rung_zero(study, context: _Context, footprints: Footprints, batch: int) -> 
 
 def _was_trained(frozen) -> bool:
     """Complete, and within the budget (a refused proposal is complete with a positive constraint)."""
-    import optuna
+    with extra_imports():
+        import optuna
 
     return frozen.state == optuna.trial.TrialState.COMPLETE and frozen.user_attrs.get("constraint", 1) <= 0
 
 
 def _trials(study, context: _Context) -> list[Trial]:
     """Every proposal with its rung-0 run, read back from the journal and the run store."""
-    import optuna
+    with extra_imports():
+        import optuna
 
     epochs = context.settings.rungs()[0]
     trials = []
@@ -308,7 +314,8 @@ def importances(study) -> dict[str, float]:
     Refused proposals (scored 0 through their constraint) are left out: they would make the
     architecture look decisive for a reason that is not accuracy.
     """
-    import optuna
+    with extra_imports():
+        import optuna
 
     trained = [trial for trial in study.trials if _was_trained(trial)]
     if len(trained) < 3:

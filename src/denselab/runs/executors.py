@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from denselab.errors import BadInput
+from denselab.extras import extra_imports
 from denselab.quiet import c_output_silenced, verbose
 
 MAX_RETRIES = 2  # a Ray task whose worker process dies is run again up to this many times
@@ -96,7 +97,7 @@ class RayExecutor:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         # Ray's C++ core logs its start-up straight to the terminal (for one, failing to reach
         # 8.8.8.8 to learn the machine's address on a machine without internet).
-        with c_output_silenced():
+        with c_output_silenced(), extra_imports():
             import ray
 
             started = not ray.is_initialized()
@@ -201,7 +202,8 @@ def _remote_run(task, variant, dataset, seeds) -> list[dict]:
 
 class _RaySession:
     def __init__(self, executor: RayExecutor, dataset_refs: dict):
-        import ray
+        with extra_imports():
+            import ray
 
         self.capacity = executor.local_cpus or UNBOUNDED
         # CPU workers take one seed each, which spreads a variant over the workers; a worker
@@ -220,7 +222,8 @@ class _RaySession:
         return reference
 
     def next_done(self):
-        import ray
+        with extra_imports():
+            import ray
 
         [done], _ = ray.wait(self.running, num_returns=1)
         self.running.remove(done)

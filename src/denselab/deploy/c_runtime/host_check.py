@@ -17,6 +17,7 @@ from denselab.deploy import toolchain
 from denselab.deploy.c_runtime.quantized import QuantizedClassifier
 from denselab.deploy.c_runtime.source import SOURCE, pixel_table
 from denselab.deploy.tflm import tflm_interpreter
+from denselab.extras import extra_imports
 from denselab.quiet import c_output_silenced
 
 HARNESS = """/* denselab's host check: int8 inputs on stdin, int8 outputs on stdout. */
@@ -118,7 +119,8 @@ def check_on_host(sources: Path, model_bytes: bytes, classifier: QuantizedClassi
 def first_difference(traced: Path, model_bytes: bytes, classifier: QuantizedClassifier, row: np.ndarray,
                      tflm_row: np.ndarray, index: int) -> dict:
     """The first layer (0-based; len(layers) means SOFTMAX) where the C runtime and TFLM differ for one input."""
-    import tflite_micro
+    with extra_imports():
+        import tflite_micro
 
     widths = [layer.weights.shape[0] for layer in classifier.layers]
     trace = run_host(traced, row[None])[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from denselab.errors import BadInput
+from denselab.extras import extra_imports
 from denselab.quiet import c_output_silenced
 
 # TFLite's BuiltinOperator codes and TensorType codes (schema.fbs).
@@ -110,7 +111,8 @@ def softmax_parameters(beta: float, input_scale: float) -> Softmax:
 
 def read_quantized_classifier(model_bytes: bytes, source: str | Path = "model") -> QuantizedClassifier:
     """The dense int8 classifier in `model_bytes`; BadInput naming `source` when it is not one."""
-    from tflite_micro.python.tflite_micro.runtime import convert_bytearray_to_object
+    with extra_imports():
+        from tflite_micro.python.tflite_micro.runtime import convert_bytearray_to_object
 
     _verify(model_bytes, source)
     try:
@@ -190,7 +192,8 @@ def _check_numbers(classifier: QuantizedClassifier, source) -> None:
 def _verify(model_bytes: bytes, source) -> None:
     """Let LiteRT's flatbuffer verifier see the file first: the Python schema reader trusts every
     offset and length, so a damaged file could send it far out of bounds or into a huge loop."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    with extra_imports():
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
         with c_output_silenced():
@@ -249,7 +252,8 @@ def _zero_point(tensor) -> int:
 
 
 def _op_name(code: int) -> str:
-    from tflite_micro.python.tflite_micro.runtime import schema_fb
+    with extra_imports():
+        from tflite_micro.python.tflite_micro.runtime import schema_fb
 
     names = {value: name for name, value in vars(schema_fb.BuiltinOperator).items() if not name.startswith("_")}
     return names.get(code, f"builtin op {code}")
