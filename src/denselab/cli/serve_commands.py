@@ -7,6 +7,7 @@ import typer
 from rich.markup import escape
 
 from denselab.cli.app import DataDirOption, app, console
+from denselab.extras import require_extra
 
 
 @app.command()
@@ -18,6 +19,7 @@ def serve(
     data_dir: DataDirOption = None,
 ):
     """Serve predictions: POST /predict, GET / (a page to draw or upload), GET /docs (OpenAPI)."""
+    require_extra("serve")  # all of it, now: uvicorn is first imported after the model loads, multipart at an upload
     from denselab.serve.app import create_app, listening_socket, serve_forever, server_address
 
     application = create_app(model, normalization, data_dir)
