@@ -1,5 +1,10 @@
-"""denselab: the "Exploring DNN learning" exercise on Fashion-MNIST as real software."""
+"""denselab: the "Exploring DNN learning" exercise on Fashion-MNIST as real software.
 
+The public API is below (`denselab.train`, `evaluate`, `predict`, `export`, `explore`,
+`search` and what they take and return); see denselab.api and the README's "From Python".
+"""
+
+import importlib
 import os
 
 # Keras picks its backend when it is first imported. JAX trains these small dense models
@@ -7,16 +12,36 @@ import os
 # default; a KERAS_BACKEND set by the user wins.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from denselab.data.dataset import CLASS_NAMES, Dataset, normalize  # noqa: E402
-from denselab.data.sources import load_dataset  # noqa: E402
-from denselab.errors import BadInput  # noqa: E402
-from denselab.model.run_dir import load_trained_model  # noqa: E402
-from denselab.model.spec import ModelSpec, build_model  # noqa: E402
-from denselab.training.config import TrainConfig  # noqa: E402
-from denselab.training.fit import TrainingRun, save_run, train  # noqa: E402
+# Each public name and the module it lives in. They load on first use, so `import denselab`
+# costs nothing and `denselab predict` never loads what only a study's report needs.
+_PUBLIC = {
+    "denselab.api": ("train", "evaluate", "predict", "export", "explore", "search", "class_names",
+                     "ExportReport", "Runner", "StudyResult", "SearchResult"),
+    "denselab.deploy.export": ("ExportOptions",),
+    "denselab.model_search.run": ("SearchSettings",),
+    "denselab.data.dataset": ("CLASS_NAMES", "Dataset", "normalize"),
+    "denselab.data.sources": ("load_dataset",),
+    "denselab.errors": ("BadInput",),
+    "denselab.model.evaluate": ("Evaluation",),
+    "denselab.model.run_dir": ("load_trained_model", "TrainedModel"),
+    "denselab.model.spec": ("ModelSpec", "build_model"),
+    "denselab.study.file": ("Study", "load_study"),
+    "denselab.training.config": ("TrainConfig",),
+    "denselab.training.fit": ("TrainingRun", "save_run"),
+}
+_HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 
 __version__ = "0.1.0"
-__all__ = [
-    "CLASS_NAMES", "Dataset", "load_dataset", "normalize", "BadInput", "ModelSpec", "build_model",
-    "TrainConfig", "TrainingRun", "load_trained_model", "save_run", "train",
-]
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'denselab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # found once; later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOME))

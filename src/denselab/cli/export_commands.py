@@ -8,103 +8,44 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from denselab import api
 from denselab.cli.app import DataDirOption, JsonOption, app, console, print_json
-from denselab.errors import BadInput
+from denselab.deploy.export import QUANTIZE_ALL, ExportOptions
+
+# The options' defaults are ExportOptions': one home for each.
+EXPORT = ExportOptions()
 
 
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .keras model file, or an int8 .tflite file for --runtime c.")],
-    quantize: Annotated[str, typer.Option(help="none, float16, dynamic or int8 (full-integer).")] = "int8",
+    quantize: Annotated[str, typer.Option(help="none, float16, dynamic or int8 (full-integer).")] = EXPORT.quantize,
     export_all: Annotated[bool, typer.Option("--all", help="Export every quantization and compare them.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output directory [MODEL's directory/export].")] = None,
-    calibration: Annotated[int, typer.Option(help="Training images that calibrate int8 ranges.")] = 500,
-    c_array: Annotated[bool, typer.Option("--c-array", help="Write model_data.h/.cc and a TFLM main.cc.")] = False,
-    target: Annotated[Optional[str], typer.Option(help="Board to check the int8 model against (see boards.toml).")] = None,
-    tflm_images: Annotated[int, typer.Option(help="Test images run under TensorFlow Lite Micro.")] = 1000,
+    calibration: Annotated[int, typer.Option(help="Training images that calibrate int8 ranges.")] = EXPORT.calibration,
+    c_array: Annotated[bool, typer.Option("--c-array", help="Write model_data.h/.cc and a TFLM main.cc.")] =
+        EXPORT.c_array,
+    target: Annotated[Optional[str], typer.Option(help="Board to check the int8 model against (see boards.toml).")] =
+        EXPORT.target,
+    tflm_images: Annotated[int, typer.Option(help="Test images run under TensorFlow Lite Micro.")] = EXPORT.tflm_images,
     runtime: Annotated[str, typer.Option(
-        help="tflm, or c: also write denselab's dependency-free C runtime (denselab_model.h/.c, main.c).")] = "tflm",
+        help="tflm, or c: also write denselab's dependency-free C runtime (denselab_model.h/.c, main.c).")] =
+        EXPORT.runtime,
     check: Annotated[bool, typer.Option(
-        help="Check the C runtime: host build against TFLM, Cortex-M4 build, QEMU run.")] = True,
-    host_images: Annotated[Optional[int], typer.Option(help="Test images the host check compares [all].")] = None,
-    qemu_images: Annotated[Optional[int], typer.Option(help="Test images run on the emulated Cortex-M4 [100].")] = None,
+        help="Check the C runtime: host build against TFLM, Cortex-M4 build, QEMU run.")] = EXPORT.check,
+    host_images: Annotated[Optional[int], typer.Option(help="Test images the host check compares [all].")] =
+        EXPORT.host_images,
+    qemu_images: Annotated[Optional[int], typer.Option(help="Test images run on the emulated Cortex-M4 [100].")] =
+        EXPORT.qemu_images,
     normalization: Annotated[str, typer.Option(
-        help="For a .tflite MODEL: scale (pixels/255, as denselab exports) or none.")] = "scale",
+        help="For a .tflite MODEL: scale (pixels/255, as denselab exports) or none.")] = EXPORT.normalization,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ):
     """Convert a trained model to TensorFlow Lite, check it under TensorFlow Lite Micro, size it for a board."""
-    from denselab.data.dataset import check_normalization
-    from denselab.data.sources import load_dataset
-    from denselab.deploy import toolchain
-    from denselab.deploy.boards import load_boards
-    from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_image_counts
-    from denselab.deploy.export import export_for_microcontroller
-    from denselab.deploy.tflite import QUANTIZATIONS, check_quantize
-    from denselab.model.run_dir import load_trained_model
-
-    if runtime not in ("tflm", "c"):
-        raise BadInput(f"unknown runtime {runtime!r}; choose tflm or c")
-    check_image_counts(host_images, qemu_images)
-    c_options = {"check": check, "host_images": host_images, "qemu_images": qemu_images}
-    if runtime == "c" and check:
-        for program in CHECK_PROGRAMS:  # before anything is written
-            toolchain.find(program)
-    if model.suffix == ".tflite":
-        check_normalization(normalization)
-        report = _export_tflite_file(model, runtime, target, out, normalization, c_options, data_dir)
-        _print_report(report, as_json)
-        return
-
-    quantizations = list(QUANTIZATIONS) if export_all else [quantize]
-    for name in quantizations:
-        check_quantize(name)
-    if (target or c_array or runtime == "c") and "int8" not in quantizations:  # refused before any file is written
-        raise BadInput("--target, --c-array and --runtime c need the int8 export (--quantize int8 or --all)")
-    if calibration < 1:
-        raise BadInput(f"--calibration must be >= 1, got {calibration}")
-    if tflm_images < 1:
-        raise BadInput(f"--tflm-images must be >= 1, got {tflm_images}")
-    boards, _ = load_boards()
-    if target is not None and target not in boards:
-        raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
-    out = out or model.parent / "export"
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"output directory {out} is a file; choose another --out")
-    trained = load_trained_model(model)
-    dataset = load_dataset(trained.dataset_name, data_dir)
-
-    report = export_for_microcontroller(trained, dataset, quantizations, out, calibration, c_array, target, tflm_images,
-                                        runtime, c_options)
-    _print_report(report, as_json)
-
-
-def _export_tflite_file(model: Path, runtime: str, target: str | None, out: Path | None, normalization: str,
-                        c_options: dict, data_dir) -> dict:
-    """An int8 .tflite made elsewhere: only the C runtime can be made from it."""
-    from denselab.data.sources import load_dataset
-    from denselab.deploy.boards import io_bytes, load_boards, target_verdict
-    from denselab.deploy.c_runtime.export import export_c_runtime
-    from denselab.model.spec import check_model_file
-
-    if runtime != "c":
-        raise BadInput(f"{model} is a .tflite file: give --runtime c to make the C runtime from it, "
-                       "or export a .keras model")
-    boards, _ = load_boards()
-    if target is not None and target not in boards:
-        raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
-    try:
-        model_bytes = check_model_file(model).read_bytes()
-    except OSError as error:
-        raise BadInput(f"cannot read {model}: {error.strerror}") from None
-    dataset = load_dataset("fashion-mnist", data_dir)
-    out = out or model.parent / "c"
-    report = {"model": model.stem, "exports": [], "tflm": None, "macs": None, "target": None,
-              "boards_that_fit": [], "c_sources": [],
-              "c": export_c_runtime(model_bytes, str(model), dataset, normalization, out, model.stem, **c_options)}
-    if target:
-        report["target"] = target_verdict(target, report, len(model_bytes), 0, io_bytes(dataset))
-    return report
+    options = ExportOptions(QUANTIZE_ALL if export_all else quantize, calibration, c_array, target, tflm_images,
+                            runtime, check, host_images, qemu_images, normalization)
+    _print_report(api.export(model, options, out, data_dir=data_dir).as_dict(), as_json)
 
 
 def _print_report(report: dict, as_json: bool) -> None:

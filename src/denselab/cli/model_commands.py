@@ -7,24 +7,34 @@ import typer
 from rich import box
 from rich.table import Table
 
+from denselab import api
 from denselab.cli.app import DataDirOption, DatasetOption, JsonOption, app, console, err_console, print_json
 from denselab.errors import BadInput
+from denselab.model.spec import ACTIVATIONS, ModelSpec
+from denselab.training.config import TrainConfig
+
+# The options' defaults are TrainConfig's and ModelSpec's: one home for each.
+TRAIN = TrainConfig()
+SPEC = ModelSpec((20,))
 
 # --- train -----------------------------------------------------------------------------
 
 @app.command()
 def train(
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes, e.g. 20 or 512,512.")] = "20",
-    activation: Annotated[str, typer.Option(help="Hidden activation: relu, sigmoid, tanh, elu, selu, silu.")] = "relu",
-    epochs: Annotated[int, typer.Option(help="Epochs (the exercise: 5).")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Batch size (the exercise: 32).")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate.")] = 1e-3,
-    normalization: Annotated[str, typer.Option(help="scale (/255.0, the exercise) or none (raw 0-255 pixels).")] = "scale",
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes, e.g. 20 or 512,512.")] =
+        ",".join(map(str, SPEC.hidden_units)),
+    activation: Annotated[str, typer.Option(help=f"Hidden activation: {', '.join(ACTIVATIONS)}.")] = SPEC.activation,
+    epochs: Annotated[int, typer.Option(help="Epochs (the exercise: 5).")] = TRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(help="Batch size (the exercise: 32).")] = TRAIN.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate.")] = TRAIN.learning_rate,
+    normalization: Annotated[str, typer.Option(
+        help="scale (/255.0, the exercise) or none (raw 0-255 pixels).")] = TRAIN.normalization,
     seed: Annotated[Optional[int], typer.Option(help="Seed for a repeatable run (default: random, and reported).")] = None,
     stop_at_accuracy: Annotated[
         Optional[float], typer.Option(help="Stop once training accuracy exceeds this (the exercise: 0.86).")
-    ] = None,
-    min_epochs: Annotated[int, typer.Option(help="...but never before this many epochs (the exercise: 2).")] = 2,
+    ] = TRAIN.stop_at_accuracy,
+    min_epochs: Annotated[int, typer.Option(help="...but never before this many epochs (the exercise: 2).")] =
+        TRAIN.min_epochs,
     dataset: DatasetOption = "fashion-mnist",
     data_dir: DataDirOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Directory for model.keras, history.json, metrics.json [runs/<model>].")] = None,
@@ -33,10 +43,7 @@ def train(
     """Train a dense network and evaluate it on the test set."""
     from denselab.data.dataset import check_dataset_name
     from denselab.data.sources import load_dataset
-    from denselab.model.spec import ModelSpec, parse_hidden_units
-    from denselab.training.config import TrainConfig
-    from denselab.training.fit import save_run
-    from denselab.training.fit import train as train_model
+    from denselab.model.spec import parse_hidden_units
 
     spec = ModelSpec(parse_hidden_units(hidden), activation)
     config = TrainConfig(
@@ -52,8 +59,8 @@ def train(
         console.print(f"dataset: {dataset} from {data.source}")
         console.print(f"model: {spec.name}, {spec.parameter_count():,} parameters")
     with _epoch_progress(config.epochs) as on_progress:
-        run = train_model(spec, data, config, on_progress=on_progress)
-    save_run(run, out)
+        run = api.train(spec, data, config, on_progress=on_progress)
+    run.save(out)
     summary = run.summary()
     if as_json:
         print_json({key: summary[key] for key in (
@@ -111,12 +118,11 @@ def evaluate(
     """Test loss and accuracy, per-class accuracy and the confusion matrix of a trained model."""
     from denselab.data.dataset import CLASS_NAMES
     from denselab.data.sources import load_test_split
-    from denselab.model.evaluate import evaluate_model
     from denselab.model.run_dir import load_trained_weights
 
     trained = load_trained_weights(model, normalization, dataset)
     test_images, test_labels, source = load_test_split(trained.dataset_name, data_dir)
-    evaluation = evaluate_model(trained.predictor(), test_images, test_labels)
+    evaluation = api.evaluate(trained, (test_images, test_labels))
     if as_json:
         print_json(evaluation.as_dict())
         return
@@ -151,7 +157,7 @@ def predict(
     from denselab.data.dataset import CLASS_NAMES
     from denselab.data.images import load_image_file
     from denselab.data.sources import load_test_split
-    from denselab.model.predict import predict_images
+    from denselab.model.predict import named_predictions
     from denselab.model.run_dir import load_trained_weights
 
     pixels, sources, true_labels = [], [], []
@@ -169,7 +175,7 @@ def predict(
             sources.append(f"test image {number}")
             true_labels.append(int(test_labels[number]))
     names = CLASS_NAMES[trained.dataset_name]
-    predictions = predict_images(trained.predictor(), np.stack(pixels), sources, names, true_labels)
+    predictions = named_predictions(api.predict(trained, np.stack(pixels)), sources, names, true_labels)
     if as_json:
         print_json([prediction.as_dict() for prediction in predictions])
         return

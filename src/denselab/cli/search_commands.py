@@ -8,11 +8,15 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from denselab import api
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
-from denselab.cli.study_commands import DEFAULT_DB, DbOption
-from denselab.errors import BadInput
+from denselab.cli.study_commands import DbOption
 from denselab.model_search import MAX_FINALISTS
-from denselab.outputs import check_output_folders
+from denselab.model_search.run import SearchSettings
+
+# The options' defaults are SearchSettings' and Runner's: one home for each.
+SETTINGS = SearchSettings()
+RUNNER = api.Runner()
 
 
 @app.command()
@@ -22,19 +26,21 @@ def search(
     ram: Annotated[Optional[float], typer.Option(help="A custom budget instead of --target: RAM in KB.")] = None,
     runtime: Annotated[str, typer.Option(help="tflm (TensorFlow Lite Micro) or c (denselab's C runtime: "
                                                   "smaller, and its flash and RAM measured).")] = "tflm",
-    trials: Annotated[int, typer.Option(help="Proposals trained in the first rung.")] = 30,
-    time_budget: Annotated[Optional[float], typer.Option(help="Minutes after which no new trial starts.")] = None,
-    epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = 18,
-    seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = 0,
-    validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = 10_000,
+    trials: Annotated[int, typer.Option(help="Proposals trained in the first rung.")] = SETTINGS.trials,
+    time_budget: Annotated[Optional[float], typer.Option(help="Minutes after which no new trial starts.")] =
+        SETTINGS.time_budget_minutes,
+    epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = SETTINGS.epochs_max,
+    seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = SETTINGS.seed,
+    validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = SETTINGS.validation,
     finalists: Annotated[int, typer.Option(help="Pareto points retrained with 3 seeds and checked, the most "
                                            "accurate first (1: the winner alone).")] = MAX_FINALISTS,
-    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
+    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = RUNNER.executor,
     workers: Annotated[int, typer.Option(help="Trials trained at once: local Ray processes, or proposals per batch "
-                                         "with --executor ray.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
-    db: DbOption = DEFAULT_DB,
-    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
+                                         "with --executor ray.")] = RUNNER.workers,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] =
+        RUNNER.ray_address,
+    db: DbOption = RUNNER.db,
+    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = RUNNER.models_dir,
     out: Annotated[Optional[Path], typer.Option(help="Report, finalists' .tflite and study files [reports/search/TARGET].")] = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
@@ -46,34 +52,24 @@ def search(
     checked under TensorFlow Lite Micro and scored once on the test set. Run the same
     command again after a stop and it continues; finished trials never run again.
     """
-    from denselab.model_search.pipeline import load_training_only
-    from denselab.model_search.pipeline import search as run_whole_search
-    from denselab.model_search.run import SearchSettings
-    from denselab.model_search.target import resolve_target
-    from denselab.runs.executors import choose_executor
+    def started(chosen_target, settings) -> None:
+        if not as_json:
+            console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "
+                          f"{', '.join(map(str, settings.rungs()))} epochs; runs in {db}")
 
-    if finalists < 1:
-        raise BadInput(f"--finalists must be at least 1, got {finalists}")
-    chosen_target = resolve_target(target, flash, ram, runtime)
-    settings = SearchSettings(trials, epochs_max, seed, time_budget, validation)
-    chosen = choose_executor(executor, workers, ray_address)
-    out = out or Path("reports/search") / chosen_target.key
-    check_output_folders(("report", "--out", out), ("models", "--models-dir", models_dir))
-    training, load_test = load_training_only("fashion-mnist", data_dir)
-    if not as_json:
-        console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "
-                      f"{', '.join(map(str, settings.rungs()))} epochs; runs in {db}")
     try:
         with _SearchProgress() as on_progress:
-            result = run_whole_search(chosen_target, settings, training, load_test, db, models_dir, out, chosen,
-                                      batch=max(workers, 1), on_progress=on_progress, max_finalists=finalists)
+            result = api.search(target, SearchSettings(trials, epochs_max, seed, time_budget, validation),
+                                flash_kb=flash, ram_kb=ram, runtime=runtime, finalists=finalists, out=out,
+                                runner=api.Runner(db, models_dir, executor, workers, ray_address), data_dir=data_dir,
+                                on_start=started, on_progress=on_progress)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished trials are stored; run the same command again to continue")
         raise typer.Exit(130)
     if as_json:
-        print_json(result)
+        print_json(result.as_dict())
     else:
-        _print_result(result)
+        _print_result(result.as_dict())
 
 
 def _print_result(result: dict) -> None:

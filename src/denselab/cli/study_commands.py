@@ -1,7 +1,6 @@
 """Commands on studies: explore, and runs list / show / compare."""
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,14 +9,15 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from denselab import api
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
 from denselab.errors import BadInput
-from denselab.outputs import check_output_folders
 
 # --- explore ---------------------------------------------------------------------------
 
 DbOption = Annotated[Path, typer.Option("--db", help="The run database (SQLite).")]
-DEFAULT_DB = Path("runs/denselab.sqlite")
+# The options' defaults are Runner's and explore's: one home for each.
+RUNNER = api.Runner()
 
 
 @app.command()
@@ -25,67 +25,43 @@ def explore(
     study_file: Annotated[Optional[Path], typer.Option("--study", help="A study TOML file [the built-in exercise study].")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Seeds per variant [the study's, 3 for the built-in one].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Train every variant for this many epochs, for a quick look.")] = None,
-    db: DbOption = DEFAULT_DB,
-    out: Annotated[Path, typer.Option(help="Directory for report.md, report.html and figures/.")] = Path("reports/explore"),
-    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = Path("runs/models"),
+    db: DbOption = RUNNER.db,
+    out: Annotated[Path, typer.Option(help="Directory for report.md, report.html and figures/.")] = api.DEFAULT_STUDY_OUT,
+    models_dir: Annotated[Path, typer.Option(help="Where each run's model.keras is kept.")] = RUNNER.models_dir,
     data_dir: DataDirOption = None,
-    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] = None,
-    cpus_per_run: Annotated[float, typer.Option(help="CPUs each Ray task asks for.")] = 1,
-    gpus_per_run: Annotated[float, typer.Option(help="GPUs each Ray task asks for.")] = 0,
-    workers: Annotated[int, typer.Option(help="Runs trained in parallel on this machine (>1: local Ray processes).")] = 1,
+    executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = RUNNER.executor,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT [a local Ray instance].")] =
+        RUNNER.ray_address,
+    cpus_per_run: Annotated[float, typer.Option(help="CPUs each Ray task asks for.")] = RUNNER.cpus_per_run,
+    gpus_per_run: Annotated[float, typer.Option(help="GPUs each Ray task asks for.")] = RUNNER.gpus_per_run,
+    workers: Annotated[int, typer.Option(help="Runs trained in parallel on this machine (>1: local Ray processes).")] =
+        RUNNER.workers,
     as_json: JsonOption = False,
 ):
     """Run the exercise's experiments over several seeds and write a report with findings.
 
     Runs already in the database are reused; an interrupted study continues where it stopped.
     """
-    from denselab.data.sources import load_dataset
-    from denselab.reports.study import build_report, write_report
-    from denselab.runs.executors import choose_executor
-    from denselab.runs.store import RunStore
-    from denselab.study.file import load_study
-    from denselab.study.run import run_study
+    runner = api.Runner(db, models_dir, executor, workers, ray_address, cpus_per_run, gpus_per_run)
 
-    chosen = choose_executor(executor, workers, ray_address, cpus_per_run, gpus_per_run)
-    study = load_study(study_file).with_overrides(seeds=seeds, epochs=epochs)
-    check_output_folders(("report", "--out", out), ("models", "--models-dir", models_dir))
-    datasets = {name: load_dataset(name, data_dir) for name in {variant.dataset for variant in study.variants}}
-    with RunStore(db) as store:
+    def started(study) -> None:
         if not as_json:
             source = "built in" if study_file is None else f"from {study.source}"
-            console.print(f"study {study.name} ({source}): {len(study.variants)} variants × {len(study.seeds)} seeds; "
-                          f"runs in {db}")
-        try:
-            with _study_progress() as on_progress:
-                outcome = run_study(study, store, models_dir, datasets, chosen, on_progress)
-        except KeyboardInterrupt:
-            err_console.print("interrupted: finished runs are stored; run the same command again to continue")
-            raise typer.Exit(130)
-    first_dataset = datasets[study.variants[0].dataset]
-    report = build_report(study, outcome.runs, first_dataset, outcome.failed)
-    write_report(report, out)
+            console.print(f"study {study.name} ({source}): {len(study.variants)} variants × {len(study.seeds)} "
+                          f"seeds; runs in {db}")
+
+    try:
+        with _study_progress() as on_progress:
+            result = api.explore(study_file, seeds=seeds, epochs=epochs, out=out, runner=runner, data_dir=data_dir,
+                                 on_start=started, on_progress=on_progress)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished runs are stored; run the same command again to continue")
+        raise typer.Exit(130)
     if as_json:
-        print_json({
-            "study": study.name, "runs_trained": outcome.trained, "runs_reused": outcome.reused,
-            "runs_failed": len(outcome.failed), "report": str(out / "report.html"),
-            "variants": [{"name": s.name, "params": s.params, "seeds": s.seeds,
-                          "train_flops_per_epoch": s.train_flops_per_epoch,
-                          "execution": s.execution and asdict(s.execution),
-                          **{metric: {"mean": v.mean, "std": v.std} for metric, v in s.metrics.items()}}
-                         for s in report.summaries],
-            "findings": [{"question": f.question.question, "baseline": f.question.baseline, "variant": f.question.variant,
-                          "accuracy_difference": vars(f.accuracy),
-                          "train_seconds_difference": f.train_seconds and vars(f.train_seconds),
-                          "execution": f.execution and asdict(f.execution),
-                          "times_not_compared_because": f.timing_mismatch, "compute_ratio": f.compute_ratio,
-                          "accuracy_distinguishable": f.accuracy.distinguishable, "answer": f.answer(),
-                          "sentences": f.sentences()}
-                         for f in report.findings],
-        })
+        print_json(result.as_dict())
     else:
-        _print_report(report, outcome, out)
-    if outcome.failed:
+        _print_report(result.report, result, out)
+    if result.failed:
         raise typer.Exit(1)
 
 
@@ -193,7 +169,7 @@ def _cell(value) -> str:
 
 @runs_app.command("list")
 def runs_list(
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = RUNNER.db,
     study: Annotated[Optional[str], typer.Option(help="Only this study's runs.")] = None,
     as_json: JsonOption = False,
 ):
@@ -218,7 +194,7 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab runs list').")],
-              db: DbOption = DEFAULT_DB, as_json: JsonOption = False):
+              db: DbOption = RUNNER.db, as_json: JsonOption = False):
     """Everything stored about one run."""
     with _open_existing_store(db) as store:
         run = store.run(run_id)
@@ -246,7 +222,7 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab 
 
 @runs_app.command("compare")
 def runs_compare(run_ids: Annotated[list[int], typer.Argument(help="Two or more run ids.")],
-                 db: DbOption = DEFAULT_DB, as_json: JsonOption = False):
+                 db: DbOption = RUNNER.db, as_json: JsonOption = False):
     """Runs side by side: metrics, and the settings in which they differ."""
     with _open_existing_store(db) as store:
         runs = [store.run(run_id) for run_id in run_ids]

@@ -1,32 +1,102 @@
 """`denselab export`: a trained model as .tflite files, checked under TFLM, as C sources, and
 with denselab's own C runtime; and the target board's verdict."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from denselab.deploy.boards import boards_that_fit, io_bytes, target_verdict
+from denselab.data.dataset import check_normalization
+from denselab.data.sources import load_dataset
+from denselab.deploy import toolchain
+from denselab.deploy.boards import (
+    boards_that_fit,
+    io_bytes,
+    load_boards,
+    target_verdict,
+)
 from denselab.deploy.c_array import c_array_sources, main_program, write_c_sources
-from denselab.deploy.c_runtime.export import check_c_options, export_c_runtime
-from denselab.deploy.tflite import CALIBRATION_IMAGES, export_model, op_names
+from denselab.deploy.c_runtime.export import (
+    CHECK_PROGRAMS,
+    check_c_options,
+    check_image_counts,
+    export_c_runtime,
+)
+from denselab.deploy.tflite import (
+    CALIBRATION_IMAGES,
+    QUANTIZATIONS,
+    check_quantize,
+    export_model,
+    op_names,
+)
 from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
 from denselab.errors import BadInput
-from denselab.model.spec import spec_of
+from denselab.model.spec import check_model_file, spec_of
+
+QUANTIZE_ALL = "all"  # `quantize` of ExportOptions: every quantization, compared
+RUNTIMES = ("tflm", "c")
 
 
-def export_for_microcontroller(
-    trained, dataset, quantizations: list[str], out_dir: Path, calibration: int = CALIBRATION_IMAGES,
-    c_array: bool = False, target: str | None = None, tflm_images: int = TFLM_IMAGES,
-    runtime: str = "tflm", c_options: dict | None = None,
-) -> dict:
-    """Export `trained` (denselab.model.run_dir.TrainedModel) in each quantization and, for int8, check it under TFLM.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `export` makes; the defaults are `denselab export`'s.
 
-    With `runtime="c"` the int8 model also becomes the C runtime (denselab.deploy.c_runtime.export,
-    called with `c_options`), and the target's verdict uses the C runtime's measured flash
-    and RAM instead of TFLM's estimate.
+    The int8 model is always checked under TensorFlow Lite Micro. `runtime="c"` also writes
+    denselab's C runtime, checked on the host against TFLM and on an emulated Cortex-M4
+    unless `check` is False.
+    """
+
+    quantize: str = "int8"  # none, float16, dynamic, int8, or "all" to compare every one
+    calibration: int = CALIBRATION_IMAGES  # training images that calibrate the int8 ranges
+    c_array: bool = False  # also model_data.h/.cc and a TFLM main.cc
+    target: str | None = None  # a board of boards.toml to check the int8 model against
+    tflm_images: int = TFLM_IMAGES  # test images run under TensorFlow Lite Micro
+    runtime: str = "tflm"  # or "c": denselab's dependency-free C runtime as well
+    check: bool = True  # check the C runtime (host build against TFLM, Cortex-M4, QEMU)
+    host_images: int | None = None  # test images the host check compares [all]
+    qemu_images: int | None = None  # test images run on the emulated Cortex-M4 [QEMU_IMAGES]
+    normalization: str = "scale"  # for an int8 .tflite made elsewhere: its inputs' normalization
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise BadInput(f"unknown runtime {self.runtime!r}; choose tflm or c")
+        check_image_counts(self.host_images, self.qemu_images)
+        for name in self.quantizations:
+            check_quantize(name)
+        check_normalization(self.normalization)
+        if (self.target or self.c_array or self.runtime == "c") and "int8" not in self.quantizations:
+            raise BadInput("--target, --c-array and --runtime c need the int8 export (--quantize int8 or --all)")
+        if self.calibration < 1:
+            raise BadInput(f"--calibration must be >= 1, got {self.calibration}")
+        if self.tflm_images < 1:
+            raise BadInput(f"--tflm-images must be >= 1, got {self.tflm_images}")
+        boards, _ = load_boards()
+        if self.target is not None and self.target not in boards:
+            raise BadInput(f"unknown target {self.target!r}; choose one of {', '.join(boards)}")
+        if self.runtime == "c" and self.check:
+            for program in CHECK_PROGRAMS:  # before anything is written
+                toolchain.find(program)
+
+    @property
+    def quantizations(self) -> list[str]:
+        return list(QUANTIZATIONS) if self.quantize == QUANTIZE_ALL else [self.quantize]
+
+    @property
+    def c_options(self) -> dict:
+        """The keyword arguments of export_c_runtime."""
+        return {"check": self.check, "host_images": self.host_images, "qemu_images": self.qemu_images}
+
+
+def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir: Path) -> dict:
+    """Export `trained` (a TrainingRun or TrainedModel) in each quantization and, for int8, check it under TFLM.
+
+    With `runtime="c"` the int8 model also becomes the C runtime (denselab.deploy.c_runtime.export),
+    and the target's verdict uses the C runtime's measured flash and RAM instead of TFLM's estimate.
 
     Returns:
         What `denselab export --json` prints: the exports, the TFLM check, MACs, the C
         runtime, and the target board's verdict (the last three only where an int8 export exists).
     """
+    quantizations, calibration, c_array, target = options.quantizations, options.calibration, options.c_array, options.target
+    tflm_images, runtime, c_options = options.tflm_images, options.runtime, options.c_options
     model, normalization = trained.model, trained.normalization
     if runtime == "c":  # refused before any file is written
         check_c_options(spec_of(model).hidden_units, dataset.class_names, **(c_options or {}))
@@ -59,4 +129,23 @@ def export_for_microcontroller(
             dataset.test_images[0], dataset.class_names[int(dataset.test_labels[0])], dataset.class_names, normalization,
         )
         report["c_sources"] = [str(path) for path in write_c_sources(out_dir, sources)]
+    return report
+
+
+def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_dir: Path | None) -> dict:
+    """An int8 .tflite made elsewhere: only the C runtime can be made from it."""
+    if options.runtime != "c":
+        raise BadInput(f"{model} is a .tflite file: give --runtime c to make the C runtime from it, "
+                       "or export a .keras model")
+    try:
+        model_bytes = check_model_file(model).read_bytes()
+    except OSError as error:
+        raise BadInput(f"cannot read {model}: {error.strerror}") from None
+    dataset = load_dataset("fashion-mnist", data_dir)
+    report = {"model": model.stem, "exports": [], "tflm": None, "macs": None, "target": None,
+              "boards_that_fit": [], "c_sources": [],
+              "c": export_c_runtime(model_bytes, str(model), dataset, options.normalization, out_dir, model.stem,
+                                    **options.c_options)}
+    if options.target:
+        report["target"] = target_verdict(options.target, report, len(model_bytes), 0, io_bytes(dataset))
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from denselab.errors import BadInput
 
+DEFAULT_DB = Path("runs/denselab.sqlite")  # where `make run`, explore and search keep their runs
 # 2 added the deployment columns, 3 the execution column; older files are brought up to date.
 SCHEMA_VERSION = 3
 SCHEMA = """

@@ -43,6 +43,22 @@ class TrainingRun:
         return len(self.history)
 
     @property
+    def normalization(self) -> str:
+        return self.config.normalization
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.evaluation.test_accuracy
+
+    def predictor(self) -> DensePredictor:
+        """The model as NumPy matrix products, taking raw 0-255 pixels (denselab.model.predict)."""
+        return DensePredictor.from_keras(self.model, self.config.normalization)
+
+    def save(self, out_dir: Path) -> Path:
+        """Write this run as a run folder (model.keras, history.json, metrics.json); returns the folder."""
+        return save_run(self, out_dir)
+
+    @property
     def seconds_per_epoch(self) -> float:
         """Median epoch time, leaving out the first epoch (it includes compilation) when others ran."""
         seconds = [record["seconds"] for record in self.history]
