@@ -1,7 +1,8 @@
 """Shared fixtures: an empty home, IDX files written by the tests, the real dataset, one
-trained model, and a real two-node Ray cluster on loopback."""
+trained model and the HTTP API serving it, and a real two-node Ray cluster on loopback."""
 
 import gzip
+import io
 import os
 import re
 import shutil
@@ -31,11 +32,11 @@ os.environ.update({
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import denselab  # noqa: F401, E402  (sets the Keras backend before anything imports Keras)
 from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
 from denselab.data.sources import load_dataset
-
 
 # Debian's Chromium, driven by Playwright in the browser tests.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -162,6 +163,20 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
+def open_png(data: bytes) -> Image.Image:
+    """The decoded image, after checking that `data` is a complete PNG file.
+
+    A figure's PNG carries no "Software" metadata, so that its bytes do not change with
+    the matplotlib version.
+    """
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    assert "Software" not in image.info
+    image.load()  # Decodes every pixel, so a truncated file fails here.
+    return image
+
+
 @pytest.fixture(scope="session")
 def fashion():
     """The real Fashion-MNIST, as `make test` installs it (Debian's dataset-fashion-mnist)."""
@@ -198,6 +213,16 @@ def deeper_dir(fashion, tmp_path_factory):
 
     run = train(ModelSpec((512, 512)), fashion, TrainConfig(epochs=2, seed=1))
     return save_run(run, tmp_path_factory.mktemp("deeper"))
+
+
+@pytest.fixture(scope="session")
+def client(trained_dir):
+    """The HTTP API serving `trained_dir`'s model, through FastAPI's TestClient: no server, no socket."""
+    from fastapi.testclient import TestClient
+
+    from denselab.serve.app import create_app
+
+    return TestClient(create_app(trained_dir / "model.keras"))
 
 
 @pytest.fixture(scope="session")

@@ -18,18 +18,16 @@ import tempfile
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from conftest import idx_bytes
+from conftest import SMALL_STUDY, idx_bytes
 from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES, load_split, parse_idx, read_idx_bytes
 from denselab.data.images import image_bytes_to_pixels
 from denselab.errors import BadInput
 from denselab.study.file import builtin_study_path, load_study, parse_study
-from conftest import SMALL_STUDY
 
 # "quick" tests the same examples on every run, so `make test` passes or fails repeatably;
 # "fuzz" draws fresh ones each time to look further. Neither writes Hypothesis's example
@@ -154,15 +152,15 @@ def idx_file_bytes(draw, magic: int, gz: bool) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
+def fuzz_dir(tmp_path_factory):
     """One folder for the files the examples write, each overwriting the last."""
     return tmp_path_factory.mktemp("fuzz")
 
 
 @FUZZ
 @given(data=st.data(), magic=MAGICS, gz=st.booleans())
-def test_read_idx_files(scratch, data, magic, gz):
-    path = scratch / ("fuzz-idx" + (".gz" if gz else ""))
+def test_read_idx_files(fuzz_dir, data, magic, gz):
+    path = fuzz_dir / ("fuzz-idx" + (".gz" if gz else ""))
     path.write_bytes(data.draw(idx_file_bytes(magic, gz)))
     raw = parses_or_bad_input(read_idx_bytes, path)
     if raw is not None:
@@ -171,9 +169,9 @@ def test_read_idx_files(scratch, data, magic, gz):
 
 @FUZZ
 @given(data=st.data(), split=st.sampled_from(sorted(SPLIT_FILES)), gz=st.booleans())
-def test_load_split_of_damaged_files(scratch, data, split, gz):
+def test_load_split_of_damaged_files(fuzz_dir, data, split, gz):
     # Images and labels are checked against each other too: counts, label range, classes.
-    folder = scratch / "split"
+    folder = fuzz_dir / "split"
     folder.mkdir(exist_ok=True)
     for path in folder.iterdir():
         path.unlink()
@@ -327,24 +325,15 @@ def test_study_mutated(text):
 
 @FUZZ
 @given(data=st.binary(max_size=256) | mutated_study().map(str.encode).flatmap(lambda text: mutated(st.just(text))))
-def test_study_file_bytes(scratch, data):
-    path = scratch / "fuzz.toml"
+def test_study_file_bytes(fuzz_dir, data):
+    path = fuzz_dir / "fuzz.toml"
     path.write_bytes(data)
     parses_or_bad_input(load_study, path)
 
 
 # --- the /predict body parser ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    """The app serving an untrained Dense(8) model: the parser, not the answers, is under test."""
-    from denselab.model.spec import ModelSpec, build_model
-    from denselab.serve.app import create_app
-    from denselab.model.run_dir import save_model
-
-    path = save_model(build_model(ModelSpec((8,))), tmp_path_factory.mktemp("model") / "model.keras")
-    return TestClient(create_app(path))
-
+# `client` (conftest.py) serves a trained model; the parser, not the answers, is under test.
 
 def assert_served(response) -> None:
     """A 2xx with an answer, or a 4xx whose body is JSON {"error": "..."}; never a 5xx."""
@@ -477,8 +466,8 @@ def small_int8_model(fashion) -> bytes:
 
 def reads_or_bad_input(model_bytes: bytes) -> None:
     """read_quantized_classifier succeeds, and its numbers make C sources, or it raises BadInput."""
-    from denselab.deploy.c_runtime.source import c_sources
     from denselab.deploy.c_runtime.quantized import read_quantized_classifier
+    from denselab.deploy.c_runtime.source import c_sources
 
     try:
         classifier = read_quantized_classifier(model_bytes, "fuzz.tflite")
@@ -505,8 +494,8 @@ def test_tflite_mutated(small_int8_model, data):
 
 @pytest.fixture(scope="module")
 def small_keras_file(tmp_path_factory) -> bytes:
-    from denselab.model.spec import ModelSpec, build_model
     from denselab.model.run_dir import save_model
+    from denselab.model.spec import ModelSpec, build_model
 
     return save_model(build_model(ModelSpec((4,))), tmp_path_factory.mktemp("keras") / "small.keras").read_bytes()
 
@@ -526,19 +515,19 @@ def keras_reads_or_bad_input(data: bytes, folder) -> None:
 
 @FUZZ
 @given(data=st.binary(max_size=512))
-def test_keras_file_random_bytes(scratch, data):
-    keras_reads_or_bad_input(data, scratch)
+def test_keras_file_random_bytes(fuzz_dir, data):
+    keras_reads_or_bad_input(data, fuzz_dir)
 
 
 @FUZZ
 @given(data=st.data())
-def test_keras_file_mutated(small_keras_file, scratch, data):
-    keras_reads_or_bad_input(data.draw(mutated(st.just(small_keras_file))), scratch)
+def test_keras_file_mutated(small_keras_file, fuzz_dir, data):
+    keras_reads_or_bad_input(data.draw(mutated(st.just(small_keras_file))), fuzz_dir)
 
 
 @FUZZ
 @given(data=st.data())
-def test_keras_file_with_mutated_members(small_keras_file, scratch, data):
+def test_keras_file_with_mutated_members(small_keras_file, fuzz_dir, data):
     """Edits inside config.json or model.weights.h5, behind a valid zip."""
     import io
     import zipfile
@@ -551,7 +540,7 @@ def test_keras_file_with_mutated_members(small_keras_file, scratch, data):
     with zipfile.ZipFile(buffer, "w") as changed:
         for name, value in contents.items():
             changed.writestr(name, value)
-    keras_reads_or_bad_input(buffer.getvalue(), scratch)
+    keras_reads_or_bad_input(buffer.getvalue(), fuzz_dir)
 
 
 # --- a run's metrics.json beside a model, as predict, evaluate, serve and export read it -------
@@ -570,12 +559,12 @@ METRICS_KEYS = st.sampled_from(["normalization", "dataset", "test_accuracy", "se
     lambda metadata: json.dumps(metadata).encode()))
 @example(data=b'{"dataset": []}')  # TypeError: a list does not hash
 @example(data=b'{"test_accuracy": NaN}')  # /model then answered 500: NaN is not JSON
-def test_metrics_json_beside_a_model(scratch, data):
+def test_metrics_json_beside_a_model(fuzz_dir, data):
     from denselab.data.dataset import CLASS_NAMES, NORMALIZATIONS
     from denselab.model.run_dir import read_metadata
 
-    (scratch / "metrics.json").write_bytes(data)
-    read = parses_or_bad_input(read_metadata, scratch / "model.keras")
+    (fuzz_dir / "metrics.json").write_bytes(data)
+    read = parses_or_bad_input(read_metadata, fuzz_dir / "model.keras")
     if read is not None:
         normalization, dataset, test_accuracy = read
         assert normalization in NORMALIZATIONS and dataset in CLASS_NAMES

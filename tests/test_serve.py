@@ -15,19 +15,15 @@ from PIL import Image
 
 from conftest import assert_one_line_error, denselab, unused_port, wait_until_serving
 from denselab.errors import BadInput
-from denselab.serve.app import MAX_BATCH, create_app
 from denselab.model.run_dir import load_trained_model
+from denselab.serve.app import create_app
+from denselab.serve.inputs import MAX_BATCH
 
 
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def client(trained_dir):
-    return TestClient(create_app(trained_dir / "model.keras"))
 
 
 @pytest.fixture(scope="module")

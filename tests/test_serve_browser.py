@@ -5,7 +5,6 @@ $DENSELAB_TEST_ARTIFACTS when that is set, for a person to look at.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, unused_port
 from denselab.data.dataset import CLASS_NAMES
 
 FASHION_NAMES = list(CLASS_NAMES["fashion-mnist"])
@@ -28,16 +27,10 @@ pytestmark = pytest.mark.skipif(
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright (pip install playwright)")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def server_url(trained_dir, tmp_path):
     """`denselab serve` on a free port, as a user starts it; stopped after the test."""
-    port = free_port()
+    port = unused_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -1,106 +1,134 @@
 """The prediction service: a trained model (Keras or TensorFlow Lite) over HTTP, and its page.
 
-The model is loaded once, when the app is created. The handlers only read the request
-on the event loop; decoding images and running the model happen in Starlette's thread
-pool, so a slow request does not hold up the others. The NumPy predictor is read-only
-and a LiteRT interpreter is guarded by a lock.
+The model is loaded once, when the app is created (`denselab.serve.loading`). The handlers
+only read the request on the event loop; decoding images (`denselab.serve.inputs`) and
+running the model happen in Starlette's thread pool, so a slow request does not hold up
+the others. The NumPy predictor is read-only and a LiteRT interpreter is guarded by a lock.
 """
 
 import errno
-import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
-from denselab.data.dataset import CLASS_NAMES, IMAGE_SIDE
-from denselab.data.images import MAX_IMAGE_SIDE, image_bytes_to_pixels
 from denselab.data.sources import given_data_dir, load_dataset
-from denselab.deploy.tflite import LiteRTClassifier, op_names
 from denselab.errors import BadInput
-from denselab.model.run_dir import METRICS_FILE, load_trained_weights, read_metadata
-from denselab.model.spec import check_model_file
-
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-MAX_BATCH = 256
-IMAGE_TYPES = ("image/png", "image/jpeg")
+from denselab.serve.inputs import read_inputs
+from denselab.serve.loading import LoadedModel, load_for_serving
 
 
-@dataclass
-class LoadedModel:
-    """What the service needs of a model: probabilities for uint8 pixels, and a description."""
+def create_app(model_path: Path, normalization: str | None = None, data_dir: Path | None = None):
+    """The FastAPI app serving one model, loaded now."""
+    loaded = load_for_serving(model_path, normalization)
+    if data_dir is not None:  # asked for by name: checked now, not at the first random test image
+        given_data_dir(Path(data_dir), loaded.description["dataset"])
+    names = loaded.class_names
+    app = FastAPI(title="denselab", description="Fashion-MNIST dense classifier: " + loaded.description["path"])
+    _answer_errors_in_json(app)
+    test_images = _TestImages(loaded, data_dir)
 
-    probabilities: object  # callable: (n, 28, 28) uint8 -> (n, 10)
-    class_names: tuple[str, ...]
-    description: dict
+    # The routes' names and docstrings are the operation ids and descriptions of /openapi.json.
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return (resources.files("denselab.serve") / "static" / "index.html").read_text()
 
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
 
-def load_for_serving(path: Path, normalization: str | None = None) -> LoadedModel:
-    """Load a .keras or .tflite model (float or int8) for the service."""
-    path = check_model_file(path)
-    if path.suffix == ".tflite":
-        return _load_tflite(path, normalization)
-    trained = load_trained_weights(path, normalization)  # NumPy only: no Keras, JAX or TensorFlow
-    predictor = trained.predictor()
-    sizes = [predictor.weights[0].shape[0], *[kernel.shape[1] for kernel in predictor.weights]]
-    return LoadedModel(predictor.probabilities, CLASS_NAMES[trained.dataset_name], {
-        "format": "keras", "path": str(path), "name": trained.weights.name, "layer_sizes": sizes,
-        "activation": predictor.activation, "parameters": trained.weights.spec.parameter_count(),
-        "normalization": trained.normalization, "dataset": trained.dataset_name,
-        "test_accuracy": trained.test_accuracy,
-    })
+    @app.get("/model")
+    def model_info():
+        return {**loaded.description, "classes": list(names)}
 
+    @app.post("/predict")
+    async def predict(request: Request):
+        """One image: PNG/JPEG body, a multipart `file`, or JSON {"pixels": 28x28 numbers 0-255}."""
+        pixels = await read_inputs(request, batch=False)
+        return (await run_in_threadpool(_predictions, loaded, pixels))[0]
 
-def _load_tflite(path: Path, normalization: str | None) -> LoadedModel:
-    try:
-        model_bytes = path.read_bytes()
-    except OSError as error:
-        raise BadInput(f"cannot read {path}: {error.strerror}") from None
-    # metrics.json of the run sits beside the model, or one folder up for `denselab export`'s export/.
-    folder = next((folder for folder in (path.parent, path.parent.parent) if (folder / METRICS_FILE).is_file()),
-                  path.parent)
-    normalization, dataset, _ = read_metadata(folder / path.name, normalization)
-    try:
-        classifier = LiteRTClassifier(model_bytes, normalization)
-        operators = op_names(model_bytes)
-    except (ValueError, RuntimeError) as error:
-        raise BadInput(f"{path} is not a TensorFlow Lite model ({error})") from None
-    if list(classifier.input["shape"]) != [1, IMAGE_SIDE, IMAGE_SIDE]:
-        raise BadInput(f"{path} takes inputs of shape {list(classifier.input['shape'])}, not [1, 28, 28]")
-    if list(classifier.output["shape"]) != [1, len(CLASS_NAMES[dataset])]:
-        raise BadInput(f"{path} gives outputs of shape {list(classifier.output['shape'])}, "
-                       f"not [1, {len(CLASS_NAMES[dataset])}] (one per class of {dataset})")
-    lock = threading.Lock()
+    @app.post("/predict/batch")
+    async def predict_batch(request: Request):
+        """Up to 256 inputs: JSON {"inputs": [{"pixels": ...}, ...]} or multipart files."""
+        pixels = await read_inputs(request, batch=True)
+        return {"predictions": await run_in_threadpool(_predictions, loaded, pixels)}
 
-    def probabilities(pixels: np.ndarray) -> np.ndarray:
-        with lock:  # one interpreter, one invocation at a time
-            return classifier.probabilities(pixels)
+    @app.get("/random-test-image")
+    def random_test_image():
+        try:
+            return test_images.pick()
+        except BadInput as problem:  # no test set where the model's dataset should be
+            return _error(404, str(problem))
 
-    return LoadedModel(probabilities, CLASS_NAMES[dataset], {
-        "format": "tflite", "path": str(path), "size_bytes": len(model_bytes),
-        "input_type": np.dtype(classifier.input["dtype"]).name, "operators": operators,
-        "normalization": normalization, "dataset": dataset, "test_accuracy": None,
-    })
+    return app
 
 
-def pixels_from_json(value, where: str = "pixels") -> np.ndarray:
-    """A 28x28 list of numbers 0-255 as uint8 pixels, or a BadInput naming what is wrong."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except OverflowError:
-        # JSON integers have no limit; one past float64's range cannot be a pixel.
-        raise BadInput(f"{where} holds values outside 0-255") from None
-    except (ValueError, TypeError):
-        raise BadInput(f"{where} must be 28 rows of 28 numbers") from None
-    if array.shape != (IMAGE_SIDE, IMAGE_SIDE):
-        raise BadInput(f"{where} has shape {list(array.shape)}; expected 28 rows of 28 numbers")
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
-        raise BadInput(f"{where} holds values outside 0-255")
-    return np.rint(array).astype(np.uint8)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _answer_errors_in_json(app: FastAPI) -> None:
+    """Every refusal, ours and FastAPI's and Starlette's, answers {"error": "..."}."""
+
+    @app.exception_handler(BadInput)
+    def bad_input(request, exc: BadInput):
+        return _error(getattr(exc, "status", 400), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request, exc: RequestValidationError):
+        return _error(422, "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    def http_problem(request, exc: HTTPException):
+        # Starlette's own refusals (a multipart body it cannot parse, an unknown path)
+        # answer in the same {"error": ...} form as ours.
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _predictions(loaded: LoadedModel, pixels: np.ndarray) -> list[dict]:
+    """One answer per image: each class's probability, the top class, and the pixels the model saw."""
+    names = loaded.class_names
+    started = time.perf_counter()
+    probabilities = loaded.probabilities(pixels)
+    latency_ms = (time.perf_counter() - started) * 1000
+    answers = []
+    for image, row in zip(pixels, probabilities):
+        top = int(np.argmax(row))
+        answers.append({
+            "probabilities": {name: float(p) for name, p in zip(names, row)},
+            "top_class": names[top], "confidence": float(row[top]),
+            "latency_ms": latency_ms, "input": image.tolist(),
+        })
+    return answers
+
+
+class _TestImages:
+    """The test set of the model's dataset, read at the first request for one of its images."""
+
+    def __init__(self, loaded: LoadedModel, data_dir: Path | None):
+        self.dataset_name = loaded.description["dataset"]
+        self.class_names = loaded.class_names
+        self.data_dir = data_dir
+        self.images = self.labels = None
+        self.lock = threading.Lock()
+
+    def pick(self) -> dict:
+        """A test image chosen at random, its index and its true label; BadInput where there is no test set."""
+        with self.lock:
+            if self.labels is None:
+                dataset = load_dataset(self.dataset_name, self.data_dir, allow_download=False)
+                self.images, self.labels = dataset.test_images, dataset.test_labels
+        index = int(np.random.default_rng().integers(len(self.labels)))
+        return {"index": index, "pixels": self.images[index].tolist(),
+                "true_label": self.class_names[int(self.labels[index])]}
 
 
 # Why a socket could not be bound, in the user's terms.
@@ -153,168 +181,3 @@ def serve_forever(application, listening: socket.socket) -> None:
         server.run(sockets=[listening])
     if not server.started:
         raise RuntimeError("uvicorn stopped before it started serving")
-
-
-def create_app(model_path: Path, normalization: str | None = None, data_dir: Path | None = None):
-    """The FastAPI app serving one model, loaded now."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-
-    loaded = load_for_serving(model_path, normalization)
-    if data_dir is not None:  # asked for by name: checked now, not at the first random test image
-        given_data_dir(Path(data_dir), loaded.description["dataset"])
-    names = loaded.class_names
-    app = FastAPI(title="denselab", description="Fashion-MNIST dense classifier: " + loaded.description["path"])
-    test_set = {}  # loaded on first use of /random-test-image
-    test_set_lock = threading.Lock()
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    @app.exception_handler(BadInput)
-    def bad_input(request, exc: BadInput):
-        return error(getattr(exc, "status", 400), str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    def invalid_request(request, exc: RequestValidationError):
-        return error(422, "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
-
-    @app.exception_handler(HTTPException)
-    def http_problem(request, exc: HTTPException):
-        # Starlette's own refusals (a multipart body it cannot parse, an unknown path)
-        # answer in the same {"error": ...} form as ours.
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    def answer(pixels: np.ndarray) -> list[dict]:
-        started = time.perf_counter()
-        probabilities = loaded.probabilities(pixels)
-        latency_ms = (time.perf_counter() - started) * 1000
-        answers = []
-        for image, row in zip(pixels, probabilities):
-            top = int(np.argmax(row))
-            answers.append({
-                "probabilities": {name: float(p) for name, p in zip(names, row)},
-                "top_class": names[top], "confidence": float(row[top]),
-                "latency_ms": latency_ms, "input": image.tolist(),
-            })
-        return answers
-
-    async def read_inputs(request: Request, batch: bool) -> np.ndarray:
-        """Pixels from the request: image bytes, multipart file(s), or JSON pixel arrays."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES * (MAX_BATCH if batch else 1):
-            raise _too_large(f"request body of {int(length):,} bytes is over the limit")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            form = await request.form()
-            files = [value for value in form.values() if hasattr(value, "read")]
-            if not files:
-                raise BadInput("multipart body has no file field")
-            if len(files) > (MAX_BATCH if batch else 1):
-                raise BadInput(f"at most {MAX_BATCH if batch else 1} files per request")
-            uploads = [(await file.read(), file.filename or "upload") for file in files]
-            return await run_in_threadpool(lambda: np.stack([_image_pixels(data, name) for data, name in uploads]))
-        body = await request.body()
-        if not body:
-            raise BadInput("empty request body; send a PNG or JPEG, or JSON {\"pixels\": [[...28 numbers...] x 28]}")
-        if content_type in IMAGE_TYPES:
-            if batch:
-                raise BadInput("/predict/batch takes JSON {\"inputs\": [{\"pixels\": ...}, ...]} or multipart files")
-            return (await run_in_threadpool(_image_pixels, body, "upload"))[None]
-        if content_type == "application/json":
-            document = _json_document(body)
-            if not isinstance(document, dict):
-                raise BadInput("JSON body must be an object")
-            if not batch:
-                if "pixels" not in document:
-                    raise BadInput("JSON body needs \"pixels\": 28 rows of 28 numbers 0-255")
-                return pixels_from_json(document["pixels"])[None]
-            inputs = document.get("inputs")
-            if not isinstance(inputs, list) or not inputs:
-                raise BadInput("JSON body needs \"inputs\": a non-empty list of {\"pixels\": ...}")
-            if len(inputs) > MAX_BATCH:
-                raise BadInput(f"{len(inputs)} inputs; at most {MAX_BATCH} per batch")
-            return np.stack([pixels_from_json(item.get("pixels") if isinstance(item, dict) else None,
-                                              f"inputs[{i}].pixels") for i, item in enumerate(inputs)])
-        raise _unsupported(content_type)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page():
-        return (resources.files("denselab.serve") / "static" / "index.html").read_text()
-
-    @app.get("/health")
-    def health():
-        return {"status": "ok"}
-
-    @app.get("/model")
-    def model_info():
-        return {**loaded.description, "classes": list(names)}
-
-    @app.post("/predict")
-    async def predict(request: Request):
-        """One image: PNG/JPEG body, a multipart `file`, or JSON {"pixels": 28x28 numbers 0-255}."""
-        pixels = await read_inputs(request, batch=False)
-        return (await run_in_threadpool(answer, pixels))[0]
-
-    @app.post("/predict/batch")
-    async def predict_batch(request: Request):
-        """Up to 256 inputs: JSON {"inputs": [{"pixels": ...}, ...]} or multipart files."""
-        pixels = await read_inputs(request, batch=True)
-        return {"predictions": await run_in_threadpool(answer, pixels)}
-
-    @app.get("/random-test-image")
-    def random_test_image():
-        with test_set_lock:
-            if not test_set:
-                try:
-                    dataset = load_dataset(loaded.description["dataset"], data_dir, allow_download=False)
-                except BadInput as problem:
-                    return error(404, str(problem))
-                test_set.update(images=dataset.test_images, labels=dataset.test_labels)
-        index = int(np.random.default_rng().integers(len(test_set["labels"])))
-        return {"index": index, "pixels": test_set["images"][index].tolist(),
-                "true_label": names[int(test_set["labels"][index])]}
-
-    return app
-
-
-class _StatusError(BadInput):
-    """A BadInput with its own HTTP status."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-def _too_large(message: str) -> BadInput:
-    return _StatusError(message + f" ({MAX_UPLOAD_BYTES // (1024 * 1024)} MB per image)", 413)
-
-
-def _unsupported(content_type: str) -> BadInput:
-    return _StatusError(f"content type {content_type or '(none)'!r} is not supported; send image/png, "
-                        "image/jpeg, multipart/form-data or application/json", 415)
-
-
-def _json_document(body: bytes):
-    """The parsed JSON body. ValueError covers a syntax error, bytes that are not UTF-8
-    and an integer over Python's 4300-digit conversion limit; RecursionError, nesting
-    deeper than Python's recursion limit."""
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadInput("body is not valid JSON") from None
-
-
-def _image_pixels(data: bytes, source: str) -> np.ndarray:
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise _too_large(f"{source} is {len(data):,} bytes")
-    if not data:
-        raise BadInput(f"{source} is empty")
-    try:
-        return image_bytes_to_pixels(data, source)
-    except BadInput as problem:
-        status = 413 if f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}" in str(problem) else 400
-        raise _StatusError(str(problem), status) from None
