@@ -205,6 +205,39 @@ def test_readme_session(session, scratch):
     run_session(session, folder, environment)
 
 
+# Printed between the README's Python blocks, to cut what they print into each block's part.
+BLOCK_MARK = "--- next README block ---"
+
+
+def python_blocks(text: str) -> list[tuple[int, list[str], list[str] | None]]:
+    """(line, code, expected output) of each ```python block; the output is the ```text block right after it."""
+    blocks = fenced_blocks(text)
+    found = []
+    for index, (line, info, body) in enumerate(blocks):
+        if info == "python":
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            # Right after: its fence opens on the line after this block's closing fence.
+            adjacent = following and following[1] == "text" and following[0] == line + len(body) + 2 \
+                and not following[2][0].startswith("$ ")
+            found.append((line, body, following[2] if adjacent else None))
+    return found
+
+
+def test_readme_python_blocks(scratch):
+    """The "From Python" section: its blocks run in order in one interpreter, and print what it shows."""
+    folder, environment = scratch
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) >= 3
+    program = f"\nprint({BLOCK_MARK!r})\n".join("\n".join(code) for _, code, _ in blocks)
+    result = subprocess.run([sys.executable, "-c", program], cwd=folder, env=environment, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_log_lines("the README's Python blocks", result.stdout + result.stderr)
+    for (line, _, expected), printed in zip(blocks, result.stdout.split(BLOCK_MARK + "\n"), strict=True):
+        if expected is not None:
+            assert matches(expected, printed), f"README line {line} shows\n{chr(10).join(expected)}\nbut printed\n{printed}"
+
+
 def test_every_shell_block_is_run_or_checked_elsewhere():
     text = README.read_text()
     sh_blocks = [body[0] for _, info, body in fenced_blocks(text) if info == "sh"]

@@ -176,6 +176,10 @@ class Runner:
     cpus_per_run: float = 1
     gpus_per_run: float = 0
 
+    def __post_init__(self):  # paths may be given as strings
+        object.__setattr__(self, "db", Path(self.db))
+        object.__setattr__(self, "models_dir", Path(self.models_dir))
+
     def executor_for_study(self):
         return choose_executor(self.executor, self.workers, self.ray_address, self.cpus_per_run, self.gpus_per_run)
 
@@ -244,6 +248,7 @@ def explore(study: Study | Path | str | None = None, *, seeds: int | None = None
     # a study needs them, so `denselab predict` and friends do not pay for them.
     from denselab.reports.study import build_report, write_report
 
+    out = Path(out)
     executor = runner.executor_for_study()
     if not isinstance(study, Study):
         study = load_study(None if study is None else Path(study))
@@ -256,7 +261,7 @@ def explore(study: Study | Path | str | None = None, *, seeds: int | None = None
         outcome = run_study(study, store, runner.models_dir, datasets, executor, on_progress)
     report = build_report(study, outcome.runs, datasets[study.variants[0].dataset], outcome.failed)
     write_report(report, out)
-    return StudyResult(study, report, outcome.runs, outcome.trained, outcome.reused, outcome.failed, Path(out))
+    return StudyResult(study, report, outcome.runs, outcome.trained, outcome.reused, outcome.failed, out)
 
 
 @dataclass(frozen=True)
