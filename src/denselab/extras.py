@@ -2,9 +2,10 @@
 
 `pip install denselab` installs what training, evaluating and predicting need. Deploying,
 searching, serving and Ray come as extras (pyproject.toml's optional-dependencies), so a
-notebook's environment does not take TensorFlow or Ray for a model it only trains. The
-modules of an extra are imported only inside the functions that use them, under
-`extra_imports()`, and a missing one becomes a BadInput saying what to install.
+notebook's environment does not take TensorFlow or Ray for a model it only trains. An
+extra's modules are imported inside the functions that use them, under `extra_imports()`,
+which turns a missing one into a BadInput saying what to install; the serving app, built on
+FastAPI's types, needs its extra when imported, and `denselab serve` checks it first.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ class Provider(NamedTuple):
     extra: str
 
 
-# Every module denselab imports from an extra, by its top-level name. tests/test_extras.py
+# Every module of an extra that denselab imports or needs, by its top-level name. tests/test_extras.py
 # checks this against pyproject.toml and the installed distributions.
 MODULES = {
     "tensorflow": Provider("tensorflow-cpu", "deploy"),
