@@ -1,7 +1,6 @@
 """The search report's figures: what is drawn where, read back from the axes and from the PNG's pixels."""
 
 import functools
-import io
 import math
 from collections import Counter
 
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
-from PIL import Image
 
-from denselab.reports import plots
+from conftest import open_png
 from denselab.reports import search_figures as figures
+from denselab.reports import style
 
 # Listed out of size order, so that drawing the front in size order is the figure's doing.
 # By hand: t0004, t0001, t0005 and t0007 are each more accurate than every smaller trial.
@@ -38,24 +37,19 @@ def kilobytes(point: dict) -> float:
 @functools.cache
 def pareto_drawing():
     """The Figure and its PNG, drawn once and shared by the tests that only read them."""
-    figure = figures._pareto_front_figure(POINTS, LIMIT_BYTES, TARGET)
-    return figure, plots._png_bytes(figure)
+    figure = figures.pareto_front_figure(POINTS, LIMIT_BYTES, TARGET)
+    return figure, style.png_bytes(figure)
 
 
 @functools.cache
 def importances_drawing():
-    figure = figures._importances_figure(IMPORTANCES, "Hyperparameter importances")
-    return figure, plots._png_bytes(figure)
+    figure = figures.importances_figure(IMPORTANCES, "Hyperparameter importances")
+    return figure, style.png_bytes(figure)
 
 
-def open_png(data: bytes) -> np.ndarray:
-    """The decoded RGB pixels, after checking that `data` is a complete PNG file."""
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
-    assert "Software" not in image.info
-    image.load()  # Decodes every pixel, so a truncated file fails here.
-    return np.asarray(image.convert("RGB"))
+def png_pixels(data: bytes) -> np.ndarray:
+    """The RGB pixels of a complete PNG file (conftest's open_png checks it)."""
+    return np.asarray(open_png(data).convert("RGB"))
 
 
 def to_pixel(figure, pixels: np.ndarray, axes, x: float, y: float) -> tuple[int, int]:
@@ -64,13 +58,13 @@ def to_pixel(figure, pixels: np.ndarray, axes, x: float, y: float) -> tuple[int,
     The PNG is cropped to the figure's tight bounding box plus savefig's padding, which
     only moves the origin: display coordinates are pixels from the figure's lower left.
     """
-    # Display coordinates are in pixels of figure.dpi; the PNG's are of plots.DPI.
-    figure.set_dpi(plots.DPI)
+    # Display coordinates are in pixels of figure.dpi; the PNG's are of style.DPI.
+    figure.set_dpi(style.DPI)
     renderer = FigureCanvasAgg(figure).get_renderer()
     box = figure.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
-    left, top = box.x0 * plots.DPI, box.y1 * plots.DPI
+    left, top = box.x0 * style.DPI, box.y1 * style.DPI
     # The crop is the one savefig made only if the sizes agree.
-    assert abs(pixels.shape[1] - box.width * plots.DPI) <= 1 and abs(pixels.shape[0] - box.height * plots.DPI) <= 1
+    assert abs(pixels.shape[1] - box.width * style.DPI) <= 1 and abs(pixels.shape[0] - box.height * style.DPI) <= 1
     display_x, display_y = axes.transData.transform((x, y))
     return round(display_x - left), round(top - display_y)
 
@@ -85,7 +79,7 @@ def most_common_color(pixels: np.ndarray) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("drawing", [pareto_drawing, importances_drawing])
 def test_figure_is_a_nonblank_png_of_report_size(drawing):
-    pixels = open_png(drawing()[1])
+    pixels = png_pixels(drawing()[1])
     height, width, _ = pixels.shape
     assert 700 <= width <= 900 and 150 <= height <= 900
     ink = (pixels < 200).any(axis=2)
@@ -146,7 +140,7 @@ def test_winner_is_annotated_with_its_name_and_in_the_legend():
 
 def test_pixels_show_the_winner_the_limit_and_the_shade_where_the_axes_put_them():
     figure, data = pareto_drawing()
-    pixels = open_png(data)
+    pixels = png_pixels(data)
     axes = figure.axes[0]
 
     # The middle of each trial's marker, a few pixels across, has the color of its kind.
@@ -177,19 +171,19 @@ def test_pixels_show_the_winner_the_limit_and_the_shade_where_the_axes_put_them(
 
 def test_without_limit_or_winner_nothing_of_them_is_drawn():
     points = [dict(point, winner=False) for point in POINTS]
-    figure = figures._pareto_front_figure(points, None, TARGET)
+    figure = figures.pareto_front_figure(points, None, TARGET)
     axes = figure.axes[0]
     assert not axes.patches and not axes.texts
     assert not [line for line in axes.get_lines() if "flash limit" in line.get_label()]
-    assert open_png(plots._png_bytes(figure)).shape[1] > 700
+    assert png_pixels(style.png_bytes(figure)).shape[1] > 700
 
 
 def test_one_trial_draws_a_labelled_axis():
     point = {"name": "t0000", "int8_bytes": 50_000, "val_accuracy_int8": 0.8, "pareto": True, "winner": True}
-    figure = figures._pareto_front_figure([point], None, TARGET)
+    figure = figures.pareto_front_figure([point], None, TARGET)
     left, right = figure.axes[0].get_xlim()
     assert left < 50_000 / 1024 < right
-    open_png(plots._png_bytes(figure))
+    open_png(style.png_bytes(figure))
 
 
 def test_importance_bars_are_largest_first_and_labelled_with_their_percentages():
@@ -208,7 +202,7 @@ def test_importance_bars_are_largest_first_and_labelled_with_their_percentages()
 
 def test_importance_bars_in_pixels_are_as_long_as_their_values():
     figure, data = importances_drawing()
-    pixels = open_png(data)
+    pixels = png_pixels(data)
     axes = figure.axes[0]
     blue = to_rgb(figures.PLAIN_BAR_COLOR)
     lengths = []
@@ -221,7 +215,7 @@ def test_importance_bars_in_pixels_are_as_long_as_their_values():
 
 
 def test_equal_importances_are_ordered_by_name():
-    figure = figures._importances_figure({"b": 0.25, "a": 0.25, "c": 0.5}, "t")
+    figure = figures.importances_figure({"b": 0.25, "a": 0.25, "c": 0.5}, "t")
     assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == ["c", "a", "b"]
 
 

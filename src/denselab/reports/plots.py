@@ -1,49 +1,25 @@
-"""The figures of a study report, each returned as PNG bytes.
+"""The figures of a study report that compare its variants: learning curves, accuracy
+against size, time per epoch, and the answers' forest plot.
 
-Every function builds its own `matplotlib.figure.Figure` instead of going through
-pyplot: pyplot keeps a global registry of open figures, which is neither thread-safe
-nor needed for a headless report. Saving as PNG renders with Agg, so no display is used.
+Each figure comes as two public functions: `NAME_figure(...)` builds the matplotlib
+Figure, a building block for a caller that reads what was drawn or draws more on it,
+and `NAME(...)` renders that Figure as PNG bytes, the form a report embeds. Their
+size, colors and rendering are `denselab.reports.style`'s.
 """
 
-import io
 import math
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
 
-# 8 inches at 100 dpi gives figures about 800 px wide, readable in a report page.
-FIGURE_WIDTH = 8.0
-DPI = 100
-# One color per variant, shared by every panel of a figure so a variant is easy to follow.
-VARIANT_COLORS = (
-    "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-    "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan",
-)
-HIGHLIGHT_COLOR = "tab:orange"
-PLAIN_BAR_COLOR = "tab:blue"
+from denselab.reports.style import DENSE_TICK_DECADES, FIGURE_WIDTH, PLAIN_BAR_COLOR, png_bytes, variant_color
+
 # Four variant names of about 20 characters fit side by side in an 800 px legend row.
 LEGEND_MAX_COLUMNS = 4
 # Points closer than this (in decades of parameter count) would write their names over
 # each other's error bars, so the left one of such a pair is labelled on its left side.
 CROWDED_DECADES = 0.15
-# Up to this many decades of parameter counts, 1-2-5 ticks fit an 800 px axis.
-DENSE_TICK_DECADES = 2.5
-
-
-def _png_bytes(figure: Figure) -> bytes:
-    """Render `figure` as PNG bytes.
-
-    The "Software" metadata is dropped so that the bytes depend only on the drawing,
-    not on the matplotlib version, which keeps the output reproducible.
-    """
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _variant_color(index: int) -> str:
-    return VARIANT_COLORS[index % len(VARIANT_COLORS)]
 
 
 def _check_history_record(variant: str, record: dict) -> None:
@@ -54,7 +30,7 @@ def _check_history_record(variant: str, record: dict) -> None:
         raise ValueError(f"history record of variant {variant!r} has epoch {record['epoch']}; epochs start at 1")
 
 
-def _per_epoch_statistics(variant: str, seed_histories: list[list[dict]], metric: str):
+def per_epoch_statistics(variant: str, seed_histories: list[list[dict]], metric: str):
     """Mean and standard deviation of `metric` at each epoch, over the seeds that reached it.
 
     Args:
@@ -82,7 +58,7 @@ def _per_epoch_statistics(variant: str, seed_histories: list[list[dict]], metric
     return epochs, means, deviations, seed_counts
 
 
-def learning_curves(histories: dict[str, list[list[dict]]]) -> bytes:
+def learning_curves_figure(histories: dict[str, list[list[dict]]]) -> Figure:
     """Training loss and accuracy against epoch, mean ± one standard deviation over seeds.
 
     Args:
@@ -91,7 +67,7 @@ def learning_curves(histories: dict[str, list[list[dict]]]) -> bytes:
             stopped at different epochs; each epoch averages the seeds that reached it.
 
     Returns:
-        The figure as PNG bytes.
+        The Figure, for `learning_curves` to render.
     """
     if not histories:
         raise ValueError("learning_curves needs at least one variant; histories is empty")
@@ -100,13 +76,13 @@ def learning_curves(histories: dict[str, list[list[dict]]]) -> bytes:
             raise ValueError(f"variant {variant!r} has no seeds in histories")
     # Every statistic is computed before drawing starts, so bad records fail fast.
     curves = {
-        (variant, metric): _per_epoch_statistics(variant, seed_histories, metric)
+        (variant, metric): per_epoch_statistics(variant, seed_histories, metric)
         for variant, seed_histories in histories.items() for metric in ("loss", "accuracy")
     }
     figure = Figure(figsize=(FIGURE_WIDTH, 3.8), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     for index, variant in enumerate(histories):
-        color = _variant_color(index)
+        color = variant_color(index)
         for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
             epochs, means, deviations, seed_counts = curves[variant, metric]
             axes.plot(epochs, means, color=color, marker="o", markersize=3, linewidth=1.5, label=variant)
@@ -129,7 +105,12 @@ def learning_curves(histories: dict[str, list[list[dict]]]) -> bytes:
         *loss_axes.get_legend_handles_labels(), loc="outside lower center",
         ncols=math.ceil(len(histories) / rows), frameon=False,
     )
-    return _png_bytes(figure)
+    return figure
+
+
+def learning_curves(histories: dict[str, list[list[dict]]]) -> bytes:
+    """`learning_curves_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(learning_curves_figure(histories))
 
 
 def _crowded_on_the_right(parameter_counts: list[int]) -> list[bool]:
@@ -154,14 +135,14 @@ def _use_parameter_count_axis(axes, parameter_counts: list[int]) -> None:
     axes.xaxis.set_minor_formatter(NullFormatter())
 
 
-def accuracy_vs_parameters(points: list[tuple[str, int, float, float]]) -> bytes:
+def accuracy_vs_parameters_figure(points: list[tuple[str, int, float, float]]) -> Figure:
     """Mean test accuracy against parameter count, one labelled point per variant.
 
     Args:
         points: (variant name, parameter count, mean test accuracy, std of test accuracy).
 
     Returns:
-        The figure as PNG bytes.
+        The Figure, for `accuracy_vs_parameters` to render.
     """
     if not points:
         raise ValueError("accuracy_vs_parameters needs at least one point; points is empty")
@@ -176,7 +157,7 @@ def accuracy_vs_parameters(points: list[tuple[str, int, float, float]]) -> bytes
     label_on_left = _crowded_on_the_right(counts)
     for index, (name, parameter_count, mean, deviation) in enumerate(points):
         axes.errorbar(
-            parameter_count, mean, yerr=deviation, fmt="o", color=_variant_color(index),
+            parameter_count, mean, yerr=deviation, fmt="o", color=variant_color(index),
             capsize=4, markersize=6,
         )
         axes.annotate(
@@ -190,17 +171,22 @@ def accuracy_vs_parameters(points: list[tuple[str, int, float, float]]) -> bytes
     axes.set_xlabel("parameters (log scale)")
     axes.set_ylabel("test accuracy (mean ± std over seeds)")
     axes.grid(alpha=0.3, which="both")
-    return _png_bytes(figure)
+    return figure
 
 
-def seconds_per_epoch(bars: list[tuple[str, float, float]]) -> bytes:
+def accuracy_vs_parameters(points: list[tuple[str, int, float, float]]) -> bytes:
+    """`accuracy_vs_parameters_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(accuracy_vs_parameters_figure(points))
+
+
+def seconds_per_epoch_figure(bars: list[tuple[str, float, float]]) -> Figure:
     """Mean training seconds per epoch of each variant, as horizontal bars with error bars.
 
     Args:
         bars: (variant name, mean seconds per epoch, std), drawn top to bottom in this order.
 
     Returns:
-        The figure as PNG bytes.
+        The Figure, for `seconds_per_epoch` to render.
     """
     if not bars:
         raise ValueError("seconds_per_epoch needs at least one bar; bars is empty")
@@ -223,7 +209,12 @@ def seconds_per_epoch(bars: list[tuple[str, float, float]]) -> bytes:
     axes.set_title("Training time per epoch")
     axes.set_xlabel("seconds per epoch (mean ± std over seeds)")
     axes.grid(alpha=0.3, axis="x")
-    return _png_bytes(figure)
+    return figure
+
+
+def seconds_per_epoch(bars: list[tuple[str, float, float]]) -> bytes:
+    """`seconds_per_epoch_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(seconds_per_epoch_figure(bars))
 
 
 # The forest plot's marks: an interval that excludes zero is a real difference; one that
@@ -232,7 +223,7 @@ REAL_COLOR, NOISE_COLOR = "tab:blue", "tab:gray"
 FOREST_WIDTH = 6.0  # inches: the plot stands beside the answers' sentences
 
 
-def accuracy_forest(rows: list[tuple[str, float, float | None, float | None]]) -> bytes:
+def accuracy_forest_figure(rows: list[tuple[str, float, float | None, float | None]]) -> Figure:
     """Each question's difference in test accuracy with its 95% interval, one row per question.
 
     Args:
@@ -240,7 +231,7 @@ def accuracy_forest(rows: list[tuple[str, float, float | None, float | None]]) -
             bottom in this order; low and high are None when no interval could be computed.
 
     Returns:
-        The figure as PNG bytes: a zero line, each interval as a bar with its estimate as a
+        The Figure, for `accuracy_forest` to render: a zero line, each interval as a bar with its estimate as a
         dot, "real" in blue where the interval excludes zero and "noise" in gray where it does not.
     """
     if not rows:
@@ -270,152 +261,9 @@ def accuracy_forest(rows: list[tuple[str, float, float | None, float | None]]) -
     axes.set_yticks(range(len(rows)), [question for question, *_ in rows])
     axes.set_xlabel("test accuracy, variant − baseline (percentage points, 95% CI)")
     axes.grid(alpha=0.3, axis="x")
-    return _png_bytes(figure)
+    return figure
 
 
-def confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
-    """A confusion matrix as a heat map with the count written in each cell.
-
-    Args:
-        matrix: counts, rows the true class and columns the predicted class.
-        class_names: the name of each class, in row (and column) order.
-        title: the figure's title.
-
-    Returns:
-        The figure as PNG bytes.
-    """
-    counts = np.asarray(matrix)
-    size = len(class_names)
-    if counts.shape != (size, size):
-        raise ValueError(f"confusion matrix has shape {counts.shape}; {size} class names need ({size}, {size})")
-    if (counts < 0).any():
-        raise ValueError("confusion matrix has negative counts")
-    figure = Figure(figsize=(FIGURE_WIDTH, FIGURE_WIDTH * 0.85), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(counts, cmap="Blues", vmin=0)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="images")
-    # White text on the darker half of the color scale, black on the lighter half.
-    dark_above = counts.max() / 2
-    for row in range(size):
-        for column in range(size):
-            count = int(counts[row, column])
-            axes.text(
-                column, row, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > dark_above else "black",
-                # The counts sit inside the axes, so the layout need not measure all of them.
-                in_layout=False,
-            )
-    positions = np.arange(size)
-    axes.set_xticks(positions, class_names, rotation=45, ha="right", rotation_mode="anchor")
-    axes.set_yticks(positions, class_names)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(title)
-    return _png_bytes(figure)
-
-
-def probability_vector(
-    image: np.ndarray, probabilities: list[float], class_names: list[str], true_label: str | None, title: str,
-) -> bytes:
-    """One image beside the model's probability for each class.
-
-    Args:
-        image: a (28, 28) uint8 image.
-        probabilities: one probability per class, in `class_names` order.
-        class_names: the name of each class.
-        true_label: the image's true class name, or None when it is not known.
-        title: the figure's title.
-
-    Returns:
-        The figure as PNG bytes.
-    """
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"probability_vector needs one 2-D image, got shape {image.shape}")
-    values = np.asarray(probabilities, dtype=np.float64)
-    if values.shape != (len(class_names),):
-        raise ValueError(f"{values.size} probabilities for {len(class_names)} class names; give one per class")
-    if not np.isfinite(values).all() or (values < 0).any() or (values > 1 + 1e-6).any():
-        raise ValueError(f"probabilities must lie in [0, 1], got {values.tolist()}")
-    if true_label is not None and true_label not in class_names:
-        raise ValueError(f"true label {true_label!r} is not one of the class names {class_names}")
-    figure = Figure(figsize=(FIGURE_WIDTH, 3.6), layout="constrained")
-    image_axes, bar_axes = figure.subplots(1, 2, width_ratios=(1, 1.8))
-    image_axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-    image_axes.set_xticks([])
-    image_axes.set_yticks([])
-    if true_label is not None:
-        image_axes.set_xlabel(f"true: {true_label}")
-
-    top_class = int(values.argmax())
-    positions = np.arange(len(class_names))
-    colors = [HIGHLIGHT_COLOR if index == top_class else PLAIN_BAR_COLOR for index in positions]
-    bar_axes.barh(positions, values, color=colors, height=0.7)
-    for position, value in zip(positions, values):
-        # A bar reaching past 0.85 has no room after it, so its value goes inside, in white.
-        inside = value > 0.85
-        bar_axes.text(
-            value - 0.01 if inside else value + 0.01, position, f"{value:.1%}", va="center", fontsize=8,
-            ha="right" if inside else "left", color="white" if inside else "black",
-        )
-    bar_axes.set_xlim(0, 1)
-    bar_axes.set_yticks(positions, class_names)
-    bar_axes.invert_yaxis()
-    if true_label is not None:
-        bar_axes.get_yticklabels()[class_names.index(true_label)].set_fontweight("bold")
-    bar_axes.set_xlabel("probability")
-    bar_axes.grid(alpha=0.3, axis="x")
-    figure.suptitle(title)
-    return _png_bytes(figure)
-
-
-def misclassified_grid(
-    images: np.ndarray, true_names: list[str], predicted_names: list[str], confidences: list[float],
-    columns: int = 6,
-) -> bytes:
-    """A grid of misclassified images, each titled with its prediction and true class.
-
-    Args:
-        images: (n, 28, 28) uint8 images; n may be 0.
-        true_names: each image's true class name.
-        predicted_names: each image's predicted class name.
-        confidences: the probability the model gave its prediction, in [0, 1].
-        columns: images per row.
-
-    Returns:
-        The figure as PNG bytes.
-    """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"misclassified_grid needs images of shape (n, height, width), got {images.shape}")
-    count = len(images)
-    if not len(true_names) == len(predicted_names) == len(confidences) == count:
-        raise ValueError(
-            f"misclassified_grid got {count} images, {len(true_names)} true names, "
-            f"{len(predicted_names)} predicted names and {len(confidences)} confidences; give one of each per image"
-        )
-    if columns < 1:
-        raise ValueError(f"columns must be at least 1, got {columns}")
-    if count == 0:
-        figure = Figure(figsize=(4, 1.5))
-        axes = figure.subplots()
-        axes.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
-        axes.set_axis_off()
-        return _png_bytes(figure)
-
-    # Cells keep the size a full row would give them, so a short grid is not blown up.
-    cell_width = FIGURE_WIDTH / columns
-    used_columns = min(columns, count)
-    rows = math.ceil(count / columns)
-    figure = Figure(figsize=(cell_width * used_columns, cell_width * 1.3 * rows), layout="constrained")
-    grid = np.atleast_1d(figure.subplots(rows, used_columns, squeeze=False)).ravel()
-    for axes in grid[count:]:
-        axes.set_axis_off()
-    for axes, image, true_name, predicted_name, confidence in zip(
-        grid, images, true_names, predicted_names, confidences,
-    ):
-        axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_title(f"pred {predicted_name} ({confidence:.0%})\ntrue {true_name}", fontsize=8)
-    return _png_bytes(figure)
+def accuracy_forest(rows: list[tuple[str, float, float | None, float | None]]) -> bytes:
+    """`accuracy_forest_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(accuracy_forest_figure(rows))

@@ -5,7 +5,6 @@ how the winner was chosen, on the validation split, and that the test set was sc
 for the finalists, once, after they were chosen.
 """
 
-import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,8 @@ import numpy as np
 from denselab.model_search.finalists import Finalist
 from denselab.model_search.run import SearchSettings, Trial
 from denselab.model_search.target import Target
-from denselab.outputs import prepare_output_dir, write_bytes_atomically
-from denselab.reports import plots, search_figures
+from denselab.reports import prediction_figures, search_figures
+from denselab.reports.render import Figure, html_figure, html_table, markdown_figure, markdown_table, write_page
 
 TRIAL_HEADER = ("trial", "hidden", "status", "epochs", "int8 val. acc.", "int8 bytes", "arena", "lr", "batch",
                 "dropout in/hid", "wd", "smooth", "sched.", "aug.", "std.")
@@ -55,7 +54,7 @@ def trial_rows(report: SearchReport) -> list[tuple[str, ...]]:
     return rows
 
 
-def _figures(report: SearchReport) -> list[tuple[str, str, bytes]]:
+def _figures(report: SearchReport) -> list[Figure]:
     pareto = {trial.number for trial in report.pareto}
     winner = report.winner.trial.number if report.winner else None
     top = max((t.top_epochs for t in report.trials if t.runs), default=None)
@@ -64,19 +63,22 @@ def _figures(report: SearchReport) -> list[tuple[str, str, bytes]]:
               for t in report.trials if t.runs and t.top_epochs == top]
     shown = []
     if points:
-        shown.append(("pareto-front", f"int8 validation accuracy against int8 model size of the trials that reached "
-                      f"{top} epochs; the dashed line is the largest model {report.target.name}'s flash holds beside "
-                      "the runtime.", search_figures.pareto_front(points, report.target.model_flash_limit, report.target.name)))
+        shown.append(Figure(
+            "pareto-front", f"int8 validation accuracy against int8 model size of the trials that reached {top} "
+            f"epochs; the dashed line is the largest model {report.target.name}'s flash holds beside the runtime.",
+            search_figures.pareto_front(points, report.target.model_flash_limit, report.target.name)))
     if report.importances:
-        shown.append(("importances", "How much each choice mattered to the int8 validation accuracy of the first "
-                      "rung (Optuna's PED-ANOVA over the trained trials).", search_figures.importances(report.importances,
-                                                                                   "Importance of each choice")))
+        shown.append(Figure(
+            "importances", "How much each choice mattered to the int8 validation accuracy of the first rung "
+            "(Optuna's PED-ANOVA over the trained trials).",
+            search_figures.importances(report.importances, "Importance of each choice")))
     if report.winner:
         matrix = np.sum([run["confusion_matrix"] for run in report.winner.runs], axis=0).tolist()
-        shown.append(("confusion-matrix", f"Confusion matrix of the winner, {report.winner.name}, on the test set "
-                      f"(float model, summed over its {len(report.winner.runs)} seeds).",
-                      plots.confusion_matrix(matrix, list(report.class_names), f"{report.winner.name}: rows true class, "
-                                             "columns predicted")))
+        shown.append(Figure(
+            "confusion-matrix", f"Confusion matrix of the winner, {report.winner.name}, on the test set "
+            f"(float model, summed over its {len(report.winner.runs)} seeds).",
+            prediction_figures.confusion_matrix(matrix, list(report.class_names),
+                                                f"{report.winner.name}: rows true class, columns predicted")))
     return shown
 
 
@@ -131,56 +133,36 @@ FINALIST_HEADER = ("finalist", "int8 val. acc.", "int8 test acc. (seeds)", "int8
                    "TFLM arena", "fits", "study file")
 
 
-def _markdown(report: SearchReport, shown) -> str:
-    def table(header, rows):
-        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-               ["| " + " | ".join(row) + " |" for row in rows] + [""]
-
-    lines = [f"# denselab search: {report.target.name}", ""] + [f"{line}\n" for line in _summary_lines(report)]
-    lines += ["## Finalists", ""] + table(FINALIST_HEADER, _finalist_rows(report))
+def _markdown(report: SearchReport, shown: list[Figure]) -> list[str]:
+    lines = [f"{line}\n" for line in _summary_lines(report)]
+    lines += ["## Finalists", "", *markdown_table(FINALIST_HEADER, _finalist_rows(report)), ""]
     if report.importances:
-        lines += ["## How much each choice mattered", ""] + table(
-            ("choice", "importance"), [(name, f"{value:.1%}") for name, value in report.importances.items()])
-    lines += ["## Trials", ""] + table(TRIAL_HEADER, trial_rows(report))
+        lines += ["## How much each choice mattered", "", *markdown_table(
+            ("choice", "importance"), [(name, f"{value:.1%}") for name, value in report.importances.items()]), ""]
+    lines += ["## Trials", "", *markdown_table(TRIAL_HEADER, trial_rows(report)), ""]
     lines += ["## Figures", ""]
-    for name, caption, _ in shown:
-        lines += [f"![{caption}](figures/{name}.png)", "", f"*{caption}*", ""]
-    return "\n".join(lines)
+    for figure in shown:
+        lines += markdown_figure(figure)
+    return lines
 
 
-def _html(report: SearchReport, shown) -> str:
+# The trials table is 15 columns wide: smaller type and closer cells keep it on the page.
+STYLE = "table{font-size:.85rem}td,th{padding:.2rem .5rem}"
+
+
+def _html(report: SearchReport, shown: list[Figure]) -> list[str]:
     e = html.escape
-
-    def table(header, rows):
-        return ("<table><tr>" + "".join(f"<th>{e(cell)}</th>" for cell in header) + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-                + "</table>")
-
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>denselab search: {e(report.target.name)}</title><style>",
-             "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}",
-             "table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}td,th{border:1px solid #ccc;"
-             "padding:.2rem .5rem;text-align:right}td:first-child{text-align:left}img{max-width:100%}",
-             "</style></head><body>", f"<h1>denselab search: {e(report.target.name)}</h1>"]
-    parts += [f"<p>{e(line)}</p>" for line in _summary_lines(report)]
-    parts += ["<h2>Finalists</h2>", table(FINALIST_HEADER, _finalist_rows(report))]
+    parts = [f"<p>{e(line)}</p>" for line in _summary_lines(report)]
+    parts += ["<h2>Finalists</h2>", html_table(FINALIST_HEADER, _finalist_rows(report))]
     if report.importances:
         parts += ["<h2>How much each choice mattered</h2>",
-                  table(("choice", "importance"), [(n, f"{v:.1%}") for n, v in report.importances.items()])]
-    parts += ["<h2>Trials</h2>", table(TRIAL_HEADER, trial_rows(report)), "<h2>Figures</h2>"]
-    for _, caption, png in shown:
-        parts.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                     f"<figcaption>{e(caption)}</figcaption></figure>")
-    return "\n".join(parts + ["</body></html>"])
+                  html_table(("choice", "importance"), [(n, f"{v:.1%}") for n, v in report.importances.items()])]
+    parts += ["<h2>Trials</h2>", html_table(TRIAL_HEADER, trial_rows(report)), "<h2>Figures</h2>"]
+    return parts + [html_figure(figure) for figure in shown]
 
 
 def write_search_report(report: SearchReport, out_dir: Path) -> Path:
     """Write report.md, figures/*.png and report.html into `out_dir`, each file atomically."""
-    out_dir = prepare_output_dir(out_dir)
-    figures_dir = prepare_output_dir(out_dir / "figures")
     shown = _figures(report)
-    for name, _, png in shown:
-        write_bytes_atomically(figures_dir / f"{name}.png", png)
-    write_bytes_atomically(out_dir / "report.md", _markdown(report, shown).encode())
-    write_bytes_atomically(out_dir / "report.html", _html(report, shown).encode())
-    return out_dir
+    return write_page(out_dir, f"denselab search: {report.target.name}", _markdown(report, shown),
+                      _html(report, shown), shown, STYLE)

@@ -1,10 +1,9 @@
-"""The figures of a search report, each returned as PNG bytes.
+"""The figures of a search report: the trials against the board's flash, and what mattered.
 
-They follow the conventions of `denselab.reports.plots`: a `matplotlib.figure.Figure` per
-drawing (no pyplot and its global registry of figures), the same width, resolution and
-colors, and `denselab.reports.plots._png_bytes` to render them reproducibly. Each figure is
-built by a private function that returns the Figure, so that tests can read what was
-drawn (limits, lines, texts) as well as the pixels.
+Each figure comes as two public functions: `NAME_figure(...)` builds the matplotlib
+Figure, a building block for a caller that reads what was drawn (limits, lines, texts)
+or draws more on it, and `NAME(...)` renders that Figure as PNG bytes, the form a report
+embeds. Their size, colors and rendering are `denselab.reports.style`'s.
 """
 
 import math
@@ -13,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 
-from denselab.reports.plots import DENSE_TICK_DECADES, FIGURE_WIDTH, HIGHLIGHT_COLOR, PLAIN_BAR_COLOR, _png_bytes
+from denselab.reports.style import DENSE_TICK_DECADES, FIGURE_WIDTH, HIGHLIGHT_COLOR, PLAIN_BAR_COLOR, png_bytes
 
 # Flash sizes are stated in powers of two (a 1 MB board holds 1,048,576 bytes), so the
 # size axis counts kilobytes of 1024 bytes too, the unit a board's flash is quoted in.
@@ -107,8 +106,21 @@ def _draw_winner(axes, winner: dict) -> None:
     )
 
 
-def _pareto_front_figure(points: list[dict], limit_bytes: int | None, target_name: str) -> Figure:
-    """The Figure that `pareto_front` renders; see there for the arguments."""
+def pareto_front_figure(points: list[dict], limit_bytes: int | None, target_name: str) -> Figure:
+    """Int8 validation accuracy against int8 model size for every trial of a search.
+
+    Args:
+        points: one dict per trial with "name" (str), "int8_bytes" (size of the int8
+            .tflite model, > 0), "val_accuracy_int8" (float), "pareto" (bool, on the
+            front of higher accuracy and smaller size) and "winner" (bool, at most one).
+        limit_bytes: the largest int8 model the board's flash holds (flash minus the
+            runtime's flash), drawn as a dashed line with the region beyond shaded; or
+            None to draw no limit.
+        target_name: the board's name, for the title and the limit's legend entry.
+
+    Returns:
+        The Figure, for `pareto_front` to render.
+    """
     _check_points(points, limit_bytes)
     figure = Figure(figsize=(FIGURE_WIDTH, 5.0), layout="constrained")
     axes = figure.subplots()
@@ -149,25 +161,21 @@ def _pareto_front_figure(points: list[dict], limit_bytes: int | None, target_nam
 
 
 def pareto_front(points: list[dict], limit_bytes: int | None, target_name: str) -> bytes:
-    """Int8 validation accuracy against int8 model size for every trial of a search.
+    """`pareto_front_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(pareto_front_figure(points, limit_bytes, target_name))
+
+
+def importances_figure(values: dict[str, float], title: str) -> Figure:
+    """Hyperparameter importances as horizontal bars, largest on top, each with its percentage.
 
     Args:
-        points: one dict per trial with "name" (str), "int8_bytes" (size of the int8
-            .tflite model, > 0), "val_accuracy_int8" (float), "pareto" (bool, on the
-            front of higher accuracy and smaller size) and "winner" (bool, at most one).
-        limit_bytes: the largest int8 model the board's flash holds (flash minus the
-            runtime's flash), drawn as a dashed line with the region beyond shaded; or
-            None to draw no limit.
-        target_name: the board's name, for the title and the limit's legend entry.
+        values: parameter name -> importance, non-negative and summing to about 1, as
+            `optuna.importance.get_param_importances` returns them.
+        title: the figure's title.
 
     Returns:
-        The figure as PNG bytes.
+        The Figure, for `importances` to render.
     """
-    return _png_bytes(_pareto_front_figure(points, limit_bytes, target_name))
-
-
-def _importances_figure(values: dict[str, float], title: str) -> Figure:
-    """The Figure that `importances` renders; see there for the arguments."""
     if not values:
         raise ValueError("importances needs at least one parameter; values is empty")
     for name, value in values.items():
@@ -196,14 +204,5 @@ def _importances_figure(values: dict[str, float], title: str) -> Figure:
 
 
 def importances(values: dict[str, float], title: str) -> bytes:
-    """Hyperparameter importances as horizontal bars, largest on top, each with its percentage.
-
-    Args:
-        values: parameter name -> importance, non-negative and summing to about 1, as
-            `optuna.importance.get_param_importances` returns them.
-        title: the figure's title.
-
-    Returns:
-        The figure as PNG bytes.
-    """
-    return _png_bytes(_importances_figure(values, title))
+    """`importances_figure` as PNG bytes, the form a report embeds."""
+    return png_bytes(importances_figure(values, title))

@@ -5,7 +5,6 @@ the deployment figures measured when each run finished), the best variant's save
 (for the example prediction and the misclassified images) and the test set.
 """
 
-import base64
 import html
 import os
 import platform
@@ -18,8 +17,8 @@ from denselab.data.dataset import Dataset
 from denselab.deploy.boards import boards_that_fit_c, io_bytes, load_boards
 from denselab.model.predict import DensePredictor
 from denselab.model.spec import load_model
-from denselab.outputs import prepare_output_dir, write_bytes_atomically
-from denselab.reports import plots
+from denselab.reports import plots, prediction_figures
+from denselab.reports.render import Figure, html_figure, html_table, markdown_figure, markdown_table, write_page
 from denselab.study.file import Study
 from denselab.study.findings import (
     Finding,
@@ -33,13 +32,6 @@ from denselab.study.findings import (
 )
 
 MISCLASSIFIED_SHOWN = 18
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str  # file name stem under figures/
-    caption: str
-    png: bytes
 
 
 @dataclass(frozen=True)
@@ -94,7 +86,7 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
                    for s in summaries
                ])),
         Figure("confusion-matrix", f"Confusion matrix of the best variant, {best.name}, summed over its {len(best_runs)} seeds.",
-               plots.confusion_matrix(
+               prediction_figures.confusion_matrix(
                    np.sum([run["confusion_matrix"] for run in best_runs], axis=0).tolist(),
                    list(dataset.class_names), f"{best.name}: rows true class, columns predicted",
                )),
@@ -121,12 +113,12 @@ def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
     label = f"{run['variant']}, seed {run['seed']}"
     return [
         Figure("test-image-0", f"Test image 0 and the probability vector that {label} gives it.",
-               plots.probability_vector(
+               prediction_figures.probability_vector(
                    dataset.test_images[0], probabilities[0].tolist(), list(names),
                    names[int(dataset.test_labels[0])], f"model.predict(test image 0), {label}",
                )),
         Figure("misclassified", f"The first {len(wrong)} misclassified test images of {label}.",
-               plots.misclassified_grid(
+               prediction_figures.misclassified_grid(
                    dataset.test_images[wrong], [names[i] for i in dataset.test_labels[wrong]],
                    [names[i] for i in predicted[wrong]], probabilities[wrong, predicted[wrong]].tolist(),
                )),
@@ -182,41 +174,33 @@ def _notes(report: Report) -> list[str]:
     return [note for note in table_notes(report.summaries, WORK_HEADER) if "report.md" not in note]
 
 
-def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(row) + " |" for row in rows]]
-
-
-def _markdown(report: Report) -> str:
-    lines = [f"# denselab study: {report.study.name}", "", report.study.description, "",
+def _markdown(report: Report) -> list[str]:
+    lines = [report.study.description, "",
              f"Seeds per variant: {len(report.study.seeds)}. Machine: {report.environment}.", ""]
     if report.findings:
-        figure = report.answers_figure
-        lines += ["## Answers", "", f"![{figure.caption}](figures/{figure.name}.png)", "", f"*{figure.caption}*", "",
+        lines += ["## Answers", "", *markdown_figure(report.answers_figure),
                   *[f"- {finding.answer()}" for finding in report.findings], "", "## Findings", ""]
     for finding in report.findings:
         lines.append(f"**{finding.question.question}**")
         lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
-    lines += ["## Variants (mean ± std over seeds)", "", *_markdown_table(TABLE_HEADER, summary_rows(report.summaries)),
+    lines += ["## Variants (mean ± std over seeds)", "", *markdown_table(TABLE_HEADER, summary_rows(report.summaries)),
               "", *[f"{note}." if not note.endswith(".") else note for note in _notes(report)], "",
               *[f"- **{s.name}**: {s.reason}" for s in report.summaries], "",
-              "## Boards", "", *_markdown_table(board_header(), board_rows(report)), "", BOARDS_NOTE, ""]
+              "## Boards", "", *markdown_table(board_header(), board_rows(report)), "", BOARDS_NOTE, ""]
     if report.failed:
         lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
                                           for run in report.failed] + [""]
     lines += ["## Figures", ""]
     for figure in report.figures:
-        lines += [f"![{figure.caption}](figures/{figure.name}.png)", "", f"*{figure.caption}*", ""]
-    return "\n".join(lines)
+        lines += markdown_figure(figure)
+    return lines
 
 
 # Numbers never wrap: a table wider than the page scrolls inside its own box instead.
 # Beside the forest plot the answers read as a column; below ~1100 px they go under it.
 STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
-    ".scroll{overflow-x:auto}table{border-collapse:collapse;margin:1rem 0}"
-    "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right;white-space:nowrap}"
-    "td:first-child,th:first-child{text-align:left}td.mark{text-align:center}"
-    "img{max-width:100%}figcaption{color:#555;font-style:italic}"
+    ".scroll{overflow-x:auto}td,th{padding:.3rem .6rem;white-space:nowrap}th:first-child{text-align:left}"
+    "td.mark{text-align:center}figcaption{color:#555;font-style:italic}"
     ".answers{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}"
     ".answers figure{flex:1 1 34rem;margin:0}.answers ul{flex:1 1 28rem;margin:0;padding-left:1.2rem}"
     ".answers li{margin-bottom:.6rem}.note{color:#555}"
@@ -224,61 +208,35 @@ STYLE = (
 )
 
 
-def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]], marks: bool = False) -> str:
+def _html(report: Report) -> list[str]:
     e = html.escape
-    cells = "".join(f"<th>{e(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(
-        f"<td class='mark'>{e(cell)}</td>" if marks and index >= 2 else f"<td>{e(cell)}</td>"
-        for index, cell in enumerate(row)) + "</tr>" for row in rows)
-    return f"<div class='scroll'><table><tr>{cells}</tr>{body}</table></div>"
-
-
-def _html_figure(figure: Figure) -> str:
-    e = html.escape
-    data = base64.b64encode(figure.png).decode()
-    return (f"<figure><img alt='{e(figure.caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{e(figure.caption)}</figcaption></figure>")
-
-
-def _html(report: Report) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>denselab study: {e(report.study.name)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>denselab study: {e(report.study.name)}</h1><p>{e(report.study.description)}</p>",
-        f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p>",
-    ]
+    parts = [f"<p>{e(report.study.description)}</p>",
+             f"<p>Seeds per variant: {len(report.study.seeds)}. Machine: {e(report.environment)}.</p>"]
     if report.findings:
         answers = "".join(
             f"<li><b>{e(f.question.question)}</b>{e(f.answer().removeprefix(f.question.question))}</li>"
             for f in report.findings)
-        parts.append(f"<h2>Answers</h2><div class='answers'>{_html_figure(report.answers_figure)}"
+        parts.append(f"<h2>Answers</h2><div class='answers'>{html_figure(report.answers_figure)}"
                      f"<ul>{answers}</ul></div><h2>Findings</h2>")
     for finding in report.findings:
         parts.append(f"<h3>{e(finding.question.question)}</h3><ul>")
         parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
-    parts.append("<h2>Variants (mean ± std over seeds)</h2>" + _html_table(TABLE_HEADER, summary_rows(report.summaries)))
+    parts.append("<h2>Variants (mean ± std over seeds)</h2>" + html_table(TABLE_HEADER, summary_rows(report.summaries)))
     parts += [f"<p class='note'>{e(note)}</p>" for note in _notes(report)]
     parts.append("<ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
-    parts.append("<h2>Boards</h2>" + _html_table(board_header(), board_rows(report), marks=True)
+    parts.append("<h2>Boards</h2>" + html_table(board_header(), board_rows(report), marks=True)
                  + f"<p class='note'>{e(BOARDS_NOTE)}</p>")
     if report.failed:
         parts.append("<h2>Failed runs</h2><ul>" + "".join(
             f"<li>{e(run['variant'])} seed {run['seed']}: {e(run['error'].splitlines()[0])}</li>" for run in report.failed
         ) + "</ul>")
     parts.append("<h2>Figures</h2>")
-    parts += [_html_figure(figure) for figure in report.figures]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    parts += [html_figure(figure) for figure in report.figures]
+    return parts
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
     """Write report.md, figures/*.png and report.html into `out_dir`, each file atomically."""
-    out_dir = prepare_output_dir(out_dir)
-    figures_dir = prepare_output_dir(out_dir / "figures")
-    for figure in [report.answers_figure] * bool(report.findings) + report.figures:
-        write_bytes_atomically(figures_dir / f"{figure.name}.png", figure.png)
-    write_bytes_atomically(out_dir / "report.md", _markdown(report).encode())
-    write_bytes_atomically(out_dir / "report.html", _html(report).encode())
-    return out_dir
+    figures = [report.answers_figure] * bool(report.findings) + report.figures
+    return write_page(out_dir, f"denselab study: {report.study.name}", _markdown(report), _html(report), figures,
+                      STYLE)
