@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import third_party_log_marks, wait_until_serving
+from PIL import Image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -121,9 +120,9 @@ def matches(expected: list[str], actual: str) -> bool:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory, fashion, tanh_int8_model):
+    from denselab.model.run_dir import save_model
     from denselab.model.spec import ModelSpec
     from denselab.training.config import TrainConfig
-    from denselab.model.run_dir import save_model
     from denselab.training.fit import train
 
     folder = tmp_path_factory.mktemp("readme")

@@ -26,6 +26,7 @@ from denselab.data.images import load_image_file
 from denselab.data.sources import load_dataset, load_test_split
 from denselab.deploy.export import ExportOptions, export_for_microcontroller, export_tflite_file
 from denselab.errors import BadInput
+from denselab.extras import require_extra
 from denselab.model.evaluate import Evaluation, evaluate_model
 from denselab.model.run_dir import MODEL_FILE, TrainedModel, TrainedWeights, load_trained_model, load_trained_weights
 from denselab.model.spec import ModelSpec, check_model_file
@@ -149,6 +150,7 @@ def export(model: Model, options: ExportOptions = ExportOptions(), out: Path | N
             a .tflite file. A run not yet saved needs `out`.
         data: the dataset that calibrates and checks; by default the model's, from `data_dir`.
     """
+    require_extra("deploy")  # at once, not after the model and the dataset have loaded
     path = None if isinstance(model, (TrainingRun, TrainedModel)) else Path(model)
     if path is not None and path.is_dir():
         path = path / MODEL_FILE
@@ -248,6 +250,8 @@ def explore(study: Study | Path | str | None = None, *, seeds: int | None = None
     # a study needs them, so `denselab predict` and friends do not pay for them.
     from denselab.reports.study import build_report, write_report
 
+    # Every run measures its int8 figures when it finishes: without [deploy] each would train, then fail.
+    require_extra("deploy")
     out = Path(out)
     executor = runner.executor_for_study()
     if not isinstance(study, Study):
@@ -306,6 +310,8 @@ def search(target: str | None = None, settings=None, *, flash_kb: float | None =
     from denselab.model_search.run import SearchSettings
     from denselab.model_search.target import resolve_target
 
+    for extra in ("search", "deploy"):  # before the first trial, not 30 s into it
+        require_extra(extra)
     finalists = MAX_FINALISTS if finalists is None else finalists
     if finalists < 1:
         raise BadInput(f"--finalists must be at least 1, got {finalists}")
