@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from denselab.data.dataset import CLASS_NAMES, IMAGE_SIDE, Dataset
+from denselab.data.dataset import CLASS_NAMES, DEFAULT_DATASET, IMAGE_SIDE, Dataset
 from denselab.data.images import load_image_file
 from denselab.data.sources import load_dataset, load_test_split
 from denselab.deploy.export import ExportOptions, export_for_microcontroller, export_tflite_file
@@ -320,7 +320,7 @@ def search(target: str | None = None, settings=None, *, flash_kb: float | None =
     executor = choose_executor(runner.executor, runner.workers, runner.ray_address)
     out = Path(out or DEFAULT_SEARCH_OUT / chosen_target.key)
     check_output_folders(("report", "--out", out), ("models", "--models-dir", runner.models_dir))
-    training, load_test = load_training_only("fashion-mnist", data_dir)
+    training, load_test = load_training_only(DEFAULT_DATASET, data_dir)
     if on_start:
         on_start(chosen_target, settings)
     return SearchResult(run_whole_search(chosen_target, settings, training, load_test, runner.db, runner.models_dir,

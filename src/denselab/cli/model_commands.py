@@ -9,6 +9,7 @@ from rich.table import Table
 
 from denselab import api
 from denselab.cli.app import DataDirOption, DatasetOption, JsonOption, app, console, err_console, print_json
+from denselab.data.dataset import DEFAULT_DATASET
 from denselab.errors import BadInput
 from denselab.model.spec import ACTIVATIONS, ModelSpec
 from denselab.training.config import TrainConfig
@@ -35,7 +36,7 @@ def train(
     ] = TRAIN.stop_at_accuracy,
     min_epochs: Annotated[int, typer.Option(help="...but never before this many epochs (the exercise: 2).")] =
         TRAIN.min_epochs,
-    dataset: DatasetOption = "fashion-mnist",
+    dataset: DatasetOption = DEFAULT_DATASET,
     data_dir: DataDirOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Directory for model.keras, history.json, metrics.json [runs/<model>].")] = None,
     as_json: JsonOption = False,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denselab.data.dataset import Dataset, check_dataset_name
+from denselab.data.dataset import DEFAULT_DATASET, Dataset, check_dataset_name
 from denselab.data.idx import (
     SPLIT_FILES,
     has_any_idx_file,
@@ -61,7 +61,7 @@ def download_with_keras(name: str) -> Path | None:
 
 
 def find_dataset(
-    name: str = "fashion-mnist",
+    name: str = DEFAULT_DATASET,
     data_dir: Path | None = None,
     allow_download: bool = True,
     system_dirs: tuple[Path, ...] | None = None,
@@ -139,7 +139,7 @@ def check_holds_dataset(directory: Path, where: str, name: str) -> None:
                        f"(plain or .gz; the {' and '.join(splits)} split)")
 
 
-def load_dataset(name: str = "fashion-mnist", data_dir: Path | None = None, allow_download: bool = True) -> Dataset:
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, allow_download: bool = True) -> Dataset:
     """Find and load a dataset's training and test splits as uint8 arrays."""
     directory, source = find_dataset(name, data_dir, allow_download)
     train_images, train_labels = load_split(directory, "train")
@@ -147,7 +147,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: Path | None = None, allo
     return Dataset(name, source, train_images, train_labels, test_images, test_labels)
 
 
-def load_test_split(name: str = "fashion-mnist", data_dir: Path | None = None,
+def load_test_split(name: str = DEFAULT_DATASET, data_dir: Path | None = None,
                     allow_download: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """Only a dataset's test images and labels, and where they came from: all that predicting
     and evaluating read, and six times less to decompress than the training split."""

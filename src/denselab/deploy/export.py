@@ -4,7 +4,7 @@ with denselab's own C runtime; and the target board's verdict."""
 from dataclasses import dataclass
 from pathlib import Path
 
-from denselab.data.dataset import check_normalization
+from denselab.data.dataset import DEFAULT_DATASET, check_normalization
 from denselab.data.sources import load_dataset
 from denselab.deploy import toolchain
 from denselab.deploy.boards import (
@@ -141,7 +141,7 @@ def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_
         model_bytes = check_model_file(model).read_bytes()
     except OSError as error:
         raise BadInput(f"cannot read {model}: {error.strerror}") from None
-    dataset = load_dataset("fashion-mnist", data_dir)
+    dataset = load_dataset(DEFAULT_DATASET, data_dir)
     report = {"model": model.stem, "exports": [], "tflm": None, "macs": None, "target": None,
               "boards_that_fit": [], "c_sources": [],
               "c": export_c_runtime(model_bytes, str(model), dataset, options.normalization, out_dir, model.stem,

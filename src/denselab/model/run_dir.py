@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from denselab.data.dataset import check_dataset_name, check_normalization
+from denselab.data.dataset import DEFAULT_DATASET, check_dataset_name, check_normalization
 from denselab.errors import BadInput
 from denselab.model.keras_file import DenseWeights, read_dense_weights
 from denselab.model.predict import DensePredictor
@@ -81,7 +81,7 @@ def read_metadata(path: Path, normalization: str | None = None, dataset_name: st
             check(given)
     try:
         normalization = normalization or metadata.get("normalization", "scale")
-        dataset_name = dataset_name or metadata.get("dataset", "fashion-mnist")
+        dataset_name = dataset_name or metadata.get("dataset", DEFAULT_DATASET)
         for check, value in ((check_normalization, normalization), (check_dataset_name, dataset_name)):
             check(value if isinstance(value, str) else repr(value))  # a list would not even hash
         test_accuracy = metadata.get("test_accuracy")

@@ -7,6 +7,7 @@ activations that is relu alone (tanh, sigmoid, elu, selu and silu would each add
 Everything else a trial chooses only changes training (denselab.training.recipe).
 """
 
+from denselab.data.dataset import DEFAULT_DATASET
 from denselab.model.spec import ModelSpec
 from denselab.study.file import Variant
 from denselab.training.config import TrainConfig
@@ -62,7 +63,7 @@ def sample_training(trial) -> None:
     trial.suggest_categorical("standardize", (False, True))
 
 
-def variant_of(params: dict, epochs: int, name: str, dataset: str = "fashion-mnist") -> Variant:
+def variant_of(params: dict, epochs: int, name: str, dataset: str = DEFAULT_DATASET) -> Variant:
     """The run-engine variant of a trial's parameters trained for `epochs` epochs."""
     spec = ModelSpec(hidden_units(params), params["activation"])
     config = TrainConfig(

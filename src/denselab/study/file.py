@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from denselab.data.dataset import check_dataset_name
+from denselab.data.dataset import DEFAULT_DATASET, check_dataset_name
 from denselab.errors import BadInput
 from denselab.model.spec import ModelSpec
 from denselab.training.config import RECIPE_DEFAULTS, RECIPE_FIELDS, TRAINING_REVISION, TrainConfig
@@ -332,7 +332,7 @@ def _variant(name: str, reason: str, settings: dict, fail) -> Variant:
         config = TrainConfig(**train_settings)
     except BadInput as error:
         fail(str(error))
-    return Variant(name, reason.strip(), settings.get("dataset", "fashion-mnist"), spec, config)
+    return Variant(name, reason.strip(), settings.get("dataset", DEFAULT_DATASET), spec, config)
 
 
 # --- writing a study file --------------------------------------------------------------------
