@@ -142,6 +142,7 @@ def arena_for_shapes(model_bytes: bytes) -> int:
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     # The file's length is part of the key: the converter stores all-zero biases (an untrained
     # model's) in a shorter file that needs a smaller arena, with the same tensor shapes.
+    # LiteRT's private _get_ops_details: tests/test_private_apis.py fails first when it changes.
     signature = (len(model_bytes), tuple(op["op_name"] for op in interpreter._get_ops_details()),  # see export.op_names
                  tuple((tuple(detail["shape"]), str(detail["dtype"])) for detail in interpreter.get_tensor_details()))
     if signature not in _ARENAS:

@@ -135,6 +135,7 @@ class RayExecutor:
         if self.address is None or self.address.split(":")[0] in ("127.0.0.1", "localhost"):
             # Left alone, Ray advertises the machine's network address even for a cluster
             # on loopback; a local study should not talk over the network at all.
+            # A hidden option of ray.init's **kwargs: tests/test_private_apis.py fails first when it changes.
             options["_node_ip_address"] = "127.0.0.1"
         return options
 

@@ -217,6 +217,7 @@ def seed_everything(seed: int) -> None:
         keras.utils.set_random_seed(seed)
         return
     # The two global attributes set_random_seed resets: Keras's seed and its generator.
+    # Keras's private modules: tests/test_private_apis.py fails first when they change.
     from keras.src.backend.common import global_state
     from keras.src.random import seed_generator
     from keras.src.utils import rng_utils
