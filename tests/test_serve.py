@@ -67,6 +67,17 @@ def test_batch(client, predictor, fashion):
     assert too_many.status_code == 400 and "at most 256" in too_many.json()["error"]
 
 
+def test_batch_of_files_under_one_field_name(client, predictor, fashion):
+    # As `curl -F file=@a.png -F file=@b.png` sends them: each file is an image, none is dropped.
+    files = [("file", (f"{i}.png", png(fashion.test_images[i]), "image/png")) for i in range(3)]
+    predictions = client.post("/predict/batch", files=files).json()["predictions"]
+    names = client.get("/model").json()["classes"]
+    assert [p["top_class"] for p in predictions] == \
+        [names[i] for i in predictor.probabilities(fashion.test_images[:3]).argmax(axis=1)]
+    too_many = client.post("/predict/batch", files=files[:1] * (MAX_BATCH + 1))
+    assert too_many.status_code == 400 and "at most 256 files" in too_many.json()["error"]
+
+
 def test_random_test_image(client, fashion):
     answer = client.get("/random-test-image").json()
     assert np.array_equal(fashion.test_images[answer["index"]], answer["pixels"])

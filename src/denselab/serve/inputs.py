@@ -47,7 +47,8 @@ async def read_inputs(request: Request, batch: bool) -> np.ndarray:
 
 async def _multipart_pixels(request: Request, most: int) -> np.ndarray:
     form = await request.form()
-    files = [value for value in form.values() if hasattr(value, "read")]
+    # multi_items: several files under one field name (curl -F file=@a -F file=@b) are several images.
+    files = [value for _, value in form.multi_items() if hasattr(value, "read")]
     if not files:
         raise BadInput("multipart body has no file field")
     if len(files) > most:
