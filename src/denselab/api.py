@@ -4,7 +4,7 @@
     run = denselab.train(denselab.ModelSpec((20,)))         # a TrainingRun
     denselab.evaluate(run).test_accuracy                     # the test set
     denselab.predict(run, images)                            # (n, 10) probabilities
-    denselab.export(run, denselab.ExportOptions(target="nano33ble"))
+    denselab.export(run, denselab.ExportOptions(target="nano33ble"), "export")
     denselab.explore()                                       # the built-in multi-seed study
     denselab.search("nano33ble")                             # the best model that fits
 
@@ -86,6 +86,9 @@ def evaluate(model: Model, data: Dataset | tuple | None = None, *, normalization
         data: a Dataset, whose test split is scored, or an (images, labels) pair; by default
             the model's own dataset (its metrics.json says which), loaded from `data_dir`.
         normalization, dataset: override what the model's metrics.json says.
+
+    Returns:
+        The Evaluation: test_loss, test_accuracy, per_class_accuracy, confusion_matrix.
     """
     trained = _weights(model, normalization, dataset)
     if isinstance(data, Dataset):
@@ -104,6 +107,7 @@ def predict(model: Model, images, *, normalization: str | None = None) -> np.nda
         model: a TrainingRun, a loaded model, or a .keras path (or its run folder).
         images: uint8 pixels as the dataset stores them, shape (n, 28, 28) or one (28, 28)
             image; or image files (PNG, JPEG), one path or a list of them.
+        normalization: overrides what the model's metrics.json says its inputs were.
 
     Returns:
         float32 probabilities of shape (n, classes); each row sums to 1.
@@ -149,6 +153,10 @@ def export(model: Model, options: ExportOptions = ExportOptions(), out: Path | N
         out: the folder for the files; by default `export/` beside the model, or `c/` beside
             a .tflite file. A run not yet saved needs `out`.
         data: the dataset that calibrates and checks; by default the model's, from `data_dir`.
+
+    Returns:
+        The ExportReport: the files written, the TFLM check, the boards the model fits, the
+        target's verdict and the C runtime's measured figures.
     """
     require_extra("deploy")  # at once, not after the model and the dataset have loaded
     path = None if isinstance(model, (TrainingRun, TrainedModel)) else Path(model)
@@ -302,10 +310,13 @@ def search(target: str | None = None, settings=None, *, flash_kb: float | None =
         out: report, finalists' .tflite and study files [reports/search/TARGET].
         on_start: called with the Target and the settings once every input is checked.
         on_progress: called with each denselab.model_search.run.Progress.
+
+    Returns:
+        The SearchResult: trials, the Pareto front of finalists, the winner and the report.
     """
     # Optuna and the search report's figures are imported with the search only (see explore).
     from denselab.model_search import MAX_FINALISTS
-    from denselab.model_search.pipeline import load_training_only
+    from denselab.model_search.pipeline import check_finalists, load_training_only
     from denselab.model_search.pipeline import search as run_whole_search
     from denselab.model_search.run import SearchSettings
     from denselab.model_search.target import resolve_target
@@ -313,8 +324,7 @@ def search(target: str | None = None, settings=None, *, flash_kb: float | None =
     for extra in ("search", "deploy"):  # before the first trial, not 30 s into it
         require_extra(extra)
     finalists = MAX_FINALISTS if finalists is None else finalists
-    if finalists < 1:
-        raise BadInput(f"--finalists must be at least 1, got {finalists}")
+    check_finalists(finalists)
     chosen_target = resolve_target(target, flash_kb, ram_kb, runtime)
     settings = settings or SearchSettings()
     executor = choose_executor(runner.executor, runner.workers, runner.ray_address)

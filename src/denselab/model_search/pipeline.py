@@ -39,6 +39,11 @@ def load_training_only(name: str, data_dir: Path | None) -> tuple[Dataset, Calla
             lambda: load_split(directory, "test"))
 
 
+def check_finalists(count: int) -> None:
+    if not isinstance(count, int) or count < 1:
+        raise BadInput(f"--finalists must be at least 1, got {count}")
+
+
 def journal_path(db: Path) -> Path:
     """Optuna's journal of every search, beside the run store it goes with."""
     return Path(db).with_name(Path(db).stem + ".search-journal")
@@ -53,8 +58,7 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
         max_finalists: the winner and at most this many minus one more Pareto points, the most
             accurate first, are retrained with FINAL_SEEDS seeds; 1 retrains the winner alone.
     """
-    if not isinstance(max_finalists, int) or max_finalists < 1:
-        raise BadInput(f"--finalists must be at least 1, got {max_finalists}")
+    check_finalists(max_finalists)
     started = time.monotonic()
     name = search_name(target, settings)
     trial_data, split = split_for_search(training, settings.validation)
