@@ -7,26 +7,10 @@ from pathlib import Path
 from denselab.data.dataset import DEFAULT_DATASET, check_normalization
 from denselab.data.sources import load_dataset
 from denselab.deploy import toolchain
-from denselab.deploy.boards import (
-    boards_that_fit,
-    io_bytes,
-    load_boards,
-    target_verdict,
-)
+from denselab.deploy.boards import boards_that_fit, io_bytes, load_boards, target_verdict
 from denselab.deploy.c_array import c_array_sources, main_program, write_c_sources
-from denselab.deploy.c_runtime.export import (
-    CHECK_PROGRAMS,
-    check_c_options,
-    check_image_counts,
-    export_c_runtime,
-)
-from denselab.deploy.tflite import (
-    CALIBRATION_IMAGES,
-    QUANTIZATIONS,
-    check_quantize,
-    export_model,
-    op_names,
-)
+from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
+from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
 from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
 from denselab.errors import BadInput
 from denselab.model.spec import check_model_file, spec_of
@@ -95,34 +79,30 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
         What `denselab export --json` prints: the exports, the TFLM check, MACs, the C
         runtime, and the target board's verdict (the last three only where an int8 export exists).
     """
-    quantizations, calibration, c_array, target = options.quantizations, options.calibration, options.c_array, options.target
-    tflm_images, runtime, c_options = options.tflm_images, options.runtime, options.c_options
     model, normalization = trained.model, trained.normalization
-    if runtime == "c":  # refused before any file is written
-        check_c_options(spec_of(model).hidden_units, dataset.class_names, **(c_options or {}))
-    exports = export_model(model, quantizations, dataset, out_dir, normalization, calibration)
+    if options.runtime == "c":  # refused before any file is written
+        check_c_options(spec_of(model).hidden_units, dataset.class_names, **options.c_options)
+    exports = export_model(model, options.quantizations, dataset, out_dir, normalization, options.calibration)
     report = {
         "model": model.name, "keras_test_accuracy": exports[0].test_accuracy + exports[0].accuracy_drop,
         "exports": [result.as_dict() for result in exports], "tflm": None, "macs": spec_of(model).macs(),
         "target": None, "boards_that_fit": [], "c_sources": [], "c": None,
     }
     int8 = next((result for result in exports if result.quantize == "int8"), None)
-    if int8 is None:
-        if target or c_array or runtime == "c":
-            raise BadInput("--target, --c-array and --runtime c need the int8 export (--quantize int8 or --all)")
+    if int8 is None:  # ExportOptions refuses a target, C sources or the C runtime without it
         return report
     model_bytes = int8.path.read_bytes()
-    count = min(tflm_images, len(dataset.test_labels))
+    count = min(options.tflm_images, len(dataset.test_labels))
     check = check_under_tflm(model_bytes, dataset.test_images[:count], dataset.test_labels[:count], normalization)
     report["tflm"] = check.as_dict()
     needed_io = io_bytes(dataset)
     report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io)
-    if runtime == "c":
+    if options.runtime == "c":
         report["c"] = export_c_runtime(model_bytes, str(int8.path), dataset, normalization, out_dir, model.name,
-                                       **(c_options or {}))
-    if target:
-        report["target"] = target_verdict(target, report, len(model_bytes), check.arena_bytes, needed_io)
-    if c_array:
+                                       **options.c_options)
+    if options.target:
+        report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io)
+    if options.c_array:
         sources = c_array_sources(model_bytes, model.name)
         sources["main.cc"] = main_program(
             model.name, op_names(model_bytes), check.arena_bytes,
