@@ -7,17 +7,27 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
-from denselab.deploy.boards import board_fit, load_boards
-from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
-from denselab.deploy.c_array import c_array_sources
-from denselab.deploy.export import export_for_microcontroller
-from denselab.model.spec import ModelSpec
-from denselab.training.config import TrainConfig
-from denselab.model.run_dir import load_trained_model
-from denselab.training.fit import save_run, train
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
+
+from denselab.deploy.boards import (
+    board_fit,
+    boards_that_fit,
+    boards_that_hold,
+    fit,
+    io_bytes,
+    load_boards,
+    target_verdict,
+)
+from denselab.deploy.c_array import c_array_sources
+from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES
+from denselab.deploy.export import export_for_microcontroller
+from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
+from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
+from denselab.model.run_dir import load_trained_model
+from denselab.model.spec import ModelSpec
+from denselab.model_search.target import resolve_target
+from denselab.training.config import TrainConfig
+from denselab.training.fit import train
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +120,35 @@ def test_board_budgets():
     assert fit.fits and fit.flash_margin_bytes == 1_048_576 - 700_000 - runtime
     assert fit.ram_margin_bytes == 262_144 - 5_794
     assert not board_fit("samd21", 700_000, 5_000, 794).fits
+
+
+@pytest.mark.parametrize("runtime", ["tflm", "c"])
+def test_a_model_at_a_boards_limit_fits_and_one_byte_over_does_not(runtime, fashion):
+    boards, tflm_flash = load_boards()
+    board, io = boards["samd21"], io_bytes(fashion)
+    # A C runtime's measured flash holds its code; TFLM's code is boards.toml's estimate on top of the model.
+    code = tflm_flash if runtime == "tflm" else 0
+    flash, ram = board.flash_bytes - code, board.ram_bytes - io
+    search_target = resolve_target("samd21", None, None, runtime)
+    for extra_flash, extra_ram, fits in ((0, 0, True), (1, 0, False), (0, 1, False)):
+        model, working = flash + extra_flash, ram + extra_ram
+        verdict = fit(board, model, working, io, code)
+        assert verdict.fits is fits and min(verdict.flash_margin_bytes, verdict.ram_margin_bytes) == -(not fits)
+        # Every caller asks the same rule: export's list and verdict, and the search's finalists.
+        if runtime == "tflm":
+            listed = boards_that_fit(model, working, io)
+            assert search_target.fits(model, working) is fits and (search_target.excess(model, working) <= 0) is fits
+            report = {}
+        else:
+            listed = boards_that_hold(model, working, io)
+            assert search_target.fit_of(model, working, runtime_flash=0).fits is fits
+            report = {"c": {"checked": True, "flash_bytes": model, "ram_bytes": working}}
+        assert ("samd21" in listed) is fits
+        assert target_verdict("samd21", report, model, working, io)["fits"] is fits
+    if runtime == "c":  # before training, the search bounds the C runtime's code by footprint's constant
+        assert search_target.fits(board.flash_bytes - FIXED_FLASH_BYTES, ram)
+        assert not search_target.fits(board.flash_bytes - FIXED_FLASH_BYTES + 1, ram)
+        assert search_target.excess(board.flash_bytes - FIXED_FLASH_BYTES, ram) == 0
 
 
 def test_whole_export_with_target_and_c_sources(deeper_dir, fashion, tmp_path):

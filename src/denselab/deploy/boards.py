@@ -1,7 +1,9 @@
-"""Board budgets: which boards of boards.toml a model fits, with TFLM or with denselab's C runtime.
+"""Board budgets: whether a model fits a board of boards.toml, or a search's custom budget.
 
-Flash must hold the model plus the runtime's code (TFLM's an estimate from boards.toml; the
-C runtime's measured, and already part of its flash figure); RAM must hold the runtime's
+One rule, `fit`, answers it for every caller (export, the study report, the search and its
+finalists), so a verdict cannot differ between them: flash must hold the model plus the
+runtime's code (TFLM's an estimate from boards.toml; the C runtime's measured, or bounded
+from the layer sizes, and already part of its flash figure); RAM must hold the runtime's
 working memory (TFLM's arena, or the C runtime's activations and stack) plus one int8 input
 and one int8 output.
 """
@@ -9,6 +11,7 @@ and one int8 output.
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 from denselab.data.dataset import IMAGE_SIDE
 from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
@@ -25,6 +28,22 @@ class Board:
     clock_hz: int
 
 
+class Budget(Protocol):
+    """What a model must fit: a Board, or a search's Target (which may be a custom budget)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def flash_bytes(self) -> int: ...
+
+    @property
+    def ram_bytes(self) -> int: ...
+
+
 def load_boards() -> tuple[dict[str, Board], int]:
     """The boards of boards.toml by key, and the estimated flash bytes of the TFLM runtime."""
     document = tomllib.loads((resources.files("denselab.deploy") / "boards.toml").read_text())
@@ -34,7 +53,7 @@ def load_boards() -> tuple[dict[str, Board], int]:
 
 @dataclass(frozen=True)
 class Fit:
-    board: Board
+    board: Budget
     flash_needed: int
     ram_needed: int
 
@@ -55,35 +74,52 @@ class Fit:
                 "flash_margin_bytes": self.flash_margin_bytes, "ram_margin_bytes": self.ram_margin_bytes}
 
 
-def board_fit(target: str, model_bytes: int, arena_bytes: int, io_bytes: int, runtime_flash: int | None = None) -> Fit:
-    """Whether a model fits a board: flash for model + runtime, RAM for arena + input + output.
+def fit(budget: Budget, model_bytes: int, working_ram: int, io: int, runtime_flash: int) -> Fit:
+    """Whether a model fits `budget`: flash for the model and the runtime's code, RAM for its working memory and I/O.
 
-    `runtime_flash` defaults to TFLM's estimated code size; the C runtime's measured flash
-    already holds its code, so it passes 0.
+    Args:
+        working_ram: TFLM's arena, or the C runtime's activations and stack.
+        io: the application's int8 input and output buffers (io_bytes).
+        runtime_flash: the runtime's code; 0 where `model_bytes` already holds it, as a C
+            runtime's measured flash and c_flash_bytes do.
     """
+    return Fit(budget, model_bytes + runtime_flash, working_ram + io)
+
+
+def board_fit(target: str, model_bytes: int, arena_bytes: int, io_bytes: int, runtime_flash: int | None = None) -> Fit:
+    """`fit` on the board of boards.toml named `target`; `runtime_flash` defaults to TFLM's estimated code size."""
     boards, tflm_flash = load_boards()
     if target not in boards:
         raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
-    return Fit(boards[target], model_bytes + (tflm_flash if runtime_flash is None else runtime_flash),
-               arena_bytes + io_bytes)
+    code = tflm_flash if runtime_flash is None else runtime_flash
+    return fit(boards[target], model_bytes, arena_bytes, io_bytes, code)
 
 
 def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int) -> list[str]:
+    """Boards that hold this int8 model under TFLM, with its arena."""
+    boards, tflm_flash = load_boards()
+    return [key for key, board in boards.items() if fit(board, model_bytes, arena_bytes, io_bytes, tflm_flash).fits]
+
+
+def boards_that_hold(flash_bytes: int, ram_bytes: int, io_bytes: int) -> list[str]:
+    """Boards that hold a build whose flash figure already includes its runtime's code, as the C runtime's does."""
     boards, _ = load_boards()
-    return [key for key in boards if board_fit(key, model_bytes, arena_bytes, io_bytes).fits]
+    return [key for key, board in boards.items() if fit(board, flash_bytes, ram_bytes, io_bytes, 0).fits]
 
 
 def boards_that_fit_c(hidden_units: tuple[int, ...], class_names: tuple[str, ...], io_bytes: int) -> list[str]:
-    """Boards whose flash holds the C runtime of this architecture and whose RAM holds its
-    activations, stack, input and output (denselab.deploy.c_runtime.footprint's bounds)."""
-    boards, _ = load_boards()
-    flash, ram = c_flash_bytes(hidden_units, class_names), c_ram_bytes(hidden_units) + io_bytes
-    return [key for key, board in boards.items() if flash <= board.flash_bytes and ram <= board.ram_bytes]
+    """Boards that hold the C runtime of this architecture, on denselab.deploy.c_runtime.footprint's bounds."""
+    return boards_that_hold(c_flash_bytes(hidden_units, class_names), c_ram_bytes(hidden_units), io_bytes)
+
+
+def io_bytes_for(classes: int) -> int:
+    """RAM an application holds besides the runtime's: one int8 input image and one int8 output of `classes`."""
+    return IMAGE_SIDE * IMAGE_SIDE + classes
 
 
 def io_bytes(dataset) -> int:
-    """RAM an application holds besides the arena: one int8 input image and one int8 output."""
-    return IMAGE_SIDE * IMAGE_SIDE + len(dataset.class_names)
+    """io_bytes_for the dataset's classes."""
+    return io_bytes_for(len(dataset.class_names))
 
 
 def target_verdict(target: str, report: dict, model_bytes: int, arena_bytes: int, needed_io: int) -> dict:

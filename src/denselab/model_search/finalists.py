@@ -16,17 +16,15 @@ from typing import Callable
 from denselab.data.dataset import Dataset
 from denselab.deploy.c_runtime.export import export_c_runtime
 from denselab.deploy.tflite import LiteRTClassifier, calibration_images, convert
-from denselab.deploy.tflm import check_under_tflm
+from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
 from denselab.model.spec import load_model
 from denselab.model_search import space
 from denselab.model_search.run import Trial
-from denselab.model_search.target import IO_BYTES, Target
+from denselab.model_search.target import Target
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.engine import execute, plan_runs, train_runs
 from denselab.runs.store import RunStore
 from denselab.study.file import study_toml
-
-TFLM_IMAGES = 1000  # test images run under TFLM for each finalist
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> F
     fits, c = target.fits(len(model_bytes), tflm["arena_bytes"]), None
     if target.runtime == "c":
         c = export_c_runtime(model_bytes, str(tflite_path), full, normalization, folder / f"{name}_c", name)
-        fits = c["flash_bytes"] <= target.flash_bytes and c["ram_bytes"] + IO_BYTES <= target.ram_bytes
+        fits = target.fit_of(c["flash_bytes"], c["ram_bytes"], runtime_flash=0).fits
     study_text = study_toml(f"search-{name}", f"Reproduces search trial {name}, trained on all training images "
                             f"({'the winner' if winner else 'a Pareto point'} for {target.name}).", seeds, variant)
     study_path = write_bytes_atomically(folder / f"{name}.study.toml", study_text.encode())

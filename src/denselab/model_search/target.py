@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from denselab.data.dataset import IMAGE_SIDE, NUM_CLASSES
-from denselab.deploy.boards import load_boards
+from denselab.data.dataset import NUM_CLASSES
+from denselab.deploy.boards import Fit, fit, io_bytes_for, load_boards
 from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES, c_model_bytes, c_ram_bytes
 from denselab.deploy.tflite import convert
 from denselab.deploy.tflm import arena_for_shapes
@@ -24,7 +24,6 @@ from denselab.errors import BadInput
 from denselab.model.spec import ModelSpec, build_model
 
 RUNTIMES = ("tflm", "c")
-IO_BYTES = IMAGE_SIDE * IMAGE_SIDE + NUM_CLASSES  # one int8 input image and one int8 output
 BIAS_FOR_MEASURING = 0.01
 
 
@@ -42,13 +41,23 @@ class Target:
         """The largest int8 model the flash holds beside the runtime."""
         return self.flash_bytes - self.runtime_flash_bytes
 
+    def fit_of(self, model_bytes: int, working_ram: int, runtime_flash: int | None = None) -> Fit:
+        """denselab.deploy.boards.fit on this budget, with the search's dataset's I/O.
+
+        `runtime_flash` defaults to this runtime's code; a C runtime's measured flash already
+        holds it, so the finalists pass 0.
+        """
+        code = self.runtime_flash_bytes if runtime_flash is None else runtime_flash
+        # Every search runs on Fashion-MNIST (the CLI's and denselab.api's), so its output is NUM_CLASSES wide.
+        return fit(self, model_bytes, working_ram, io_bytes_for(NUM_CLASSES), code)
+
     def fits(self, int8_bytes: int, arena_bytes: int) -> bool:
-        return int8_bytes <= self.model_flash_limit and arena_bytes + IO_BYTES <= self.ram_bytes
+        return self.fit_of(int8_bytes, arena_bytes).fits
 
     def excess(self, int8_bytes: int, arena_bytes: int) -> float:
         """How far a model is over the budget, as a fraction (<= 0 when it fits): Optuna's constraint."""
-        return max((int8_bytes - self.model_flash_limit) / self.flash_bytes,
-                   (arena_bytes + IO_BYTES - self.ram_bytes) / self.ram_bytes)
+        needed = self.fit_of(int8_bytes, arena_bytes)
+        return max(-needed.flash_margin_bytes / self.flash_bytes, -needed.ram_margin_bytes / self.ram_bytes)
 
     def as_dict(self) -> dict:
         return {"name": self.key, "board": self.name, "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.boards import io_bytes, load_boards
+from denselab.deploy.boards import boards_that_hold, io_bytes, load_boards
 from denselab.deploy.c_runtime.cortex_m import (
     INSTRUCTIONS_PER_TICK,
     QEMU_IMAGES,
@@ -95,7 +95,6 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
     on_device = min(qemu_images, count)
     footprint, emulated = check_on_cortex_m4(sources, pixels[:on_device])
     boards, _ = load_boards()
-    ram_with_io = footprint.ram_bytes + io_bytes(dataset)
     instructions = int(np.mean(emulated.instructions))
     return {
         "host_images": host.images,
@@ -118,6 +117,5 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
         # An estimate: one instruction per cycle at the board's clock. Cortex-M4 multiplies
         # and loads take 1-2 cycles and flash wait states add more, and other cores differ.
         "latency_estimate_ms": {key: round(1000 * instructions / board.clock_hz, 3) for key, board in boards.items()},
-        "boards_that_fit": [key for key, board in boards.items()
-                            if footprint.flash_bytes <= board.flash_bytes and ram_with_io <= board.ram_bytes],
+        "boards_that_fit": boards_that_hold(footprint.flash_bytes, footprint.ram_bytes, io_bytes(dataset)),
     }
