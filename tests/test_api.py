@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_STUDY, denselab
+from conftest import SMALL_STUDY, denselab, unused_port, wait_until_serving
 
 import denselab as dl
 from denselab.model.predict import DensePredictor
@@ -120,3 +120,31 @@ def test_explore_runs_a_study_file_and_answers_its_question(fashion_slice_dir, t
     assert (again["runs_trained"], again["runs_reused"]) == (0, 4)
     assert again["findings"][0]["answer"] == result.answers[0]
     assert again["variants"] == result.as_dict()["variants"]
+    # The store reads back as `denselab runs list` and `runs show` print it.
+    stored = dl.stored_runs("small", db=runner.db)
+    assert sorted((run["variant"], run["seed"]) for run in stored) == sorted((run["variant"], run["seed"])
+                                                                             for run in result.runs)
+    shown = denselab("runs", "show", str(stored[0]["id"]), "--db", runner.db, "--json")
+    assert json.loads(shown.stdout) == json.loads(json.dumps(dl.stored_run(stored[0]["id"], db=runner.db)))
+    with pytest.raises(dl.BadInput, match="nowhere.sqlite does not exist"):
+        dl.stored_runs(db=tmp_path / "nowhere.sqlite")
+
+
+def test_info_is_what_the_cli_prints():
+    assert dl.info() == json.loads(denselab("info", "--json").stdout)
+
+
+def test_serve_model_serves_what_the_cli_serves(trained_dir):
+    port = unused_port()
+    code = f"import denselab; denselab.serve_model({str(trained_dir / 'model.keras')!r}, port={port})"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(port, "serve_model", process=process)
+        import httpx
+
+        model = httpx.get(f"http://127.0.0.1:{port}/model").json()
+        assert model["path"] == str(trained_dir / "model.keras") and model["format"] == "keras"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert f"http://127.0.0.1:{port}/" in output

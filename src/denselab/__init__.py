@@ -15,7 +15,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # Each public name and the module it lives in. They load on first use, so `import denselab`
 # costs nothing and `denselab predict` never loads what only a study's report needs.
 _PUBLIC = {
-    "denselab.api": ("train", "evaluate", "predict", "export", "explore", "search", "class_names",
+    "denselab.api": ("train", "evaluate", "predict", "export", "explore", "search", "serve_model", "info", "class_names",
+                     "stored_runs", "stored_run",
                      "ExportReport", "Runner", "StudyResult", "SearchResult"),
     "denselab.deploy.export": ("ExportOptions",),
     "denselab.model_search.run": ("SearchSettings",),

@@ -15,15 +15,18 @@ defaults in one dataclass (TrainConfig, ExportOptions, Runner, SearchSettings), 
 reads too. Every mistake is a BadInput with the CLI's one-line message.
 """
 
+import os
+import platform
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from denselab.data.dataset import CLASS_NAMES, DEFAULT_DATASET, IMAGE_SIDE, Dataset
+from denselab.data.dataset import CLASS_NAMES, DATASETS, DEFAULT_DATASET, IMAGE_SIDE, Dataset
 from denselab.data.images import load_image_file
-from denselab.data.sources import load_dataset, load_test_split
+from denselab.data.sources import find_dataset, load_dataset, load_test_split
 from denselab.deploy.export import ExportOptions, export_for_microcontroller, export_tflite_file
 from denselab.errors import BadInput
 from denselab.extras import require_extra
@@ -32,7 +35,7 @@ from denselab.model.run_dir import MODEL_FILE, TrainedModel, TrainedWeights, loa
 from denselab.model.spec import ModelSpec, check_model_file
 from denselab.outputs import check_output_folders
 from denselab.runs.executors import choose_executor
-from denselab.runs.store import DEFAULT_DB, RunStore
+from denselab.runs.store import DEFAULT_DB, RunStore, open_existing_store
 from denselab.study.file import Study, load_study
 from denselab.study.run import run_study
 from denselab.training.config import TrainConfig
@@ -46,6 +49,7 @@ Model = TrainingRun | TrainedModel | TrainedWeights | Path | str
 DEFAULT_MODELS_DIR = Path("runs/models")
 DEFAULT_STUDY_OUT = Path("reports/explore")
 DEFAULT_SEARCH_OUT = Path("reports/search")  # a folder per target below it
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000  # this machine only: the service has no authentication
 
 
 def train(model: ModelSpec | tuple[int, ...] = ModelSpec((20,)), data: Dataset | None = None,
@@ -336,6 +340,56 @@ def search(target: str | None = None, settings=None, *, flash_kb: float | None =
     return SearchResult(run_whole_search(chosen_target, settings, training, load_test, runner.db, runner.models_dir,
                                          out, executor, batch=max(runner.workers, 1), on_progress=on_progress,
                                          max_finalists=finalists))
+
+
+def stored_runs(study: str | None = None, *, db: Path = DEFAULT_DB) -> list[dict]:
+    """Every run in the run store (`denselab runs list`), or only `study`'s, in the order they started."""
+    with open_existing_store(db) as store:
+        return store.runs(study)
+
+
+def stored_run(run_id: int, *, db: Path = DEFAULT_DB) -> dict:
+    """Everything stored about one run (`denselab runs show ID`): metrics, history, config, files."""
+    with open_existing_store(db) as store:
+        return store.run(run_id)
+
+
+def serve_model(model: Path | str, *, host: str = SERVE_HOST, port: int = SERVE_PORT, normalization: str | None = None,
+                data_dir: Path | None = None, on_start: Callable[[str], None] | None = print) -> None:
+    """Serve a saved model over HTTP (POST /predict, a page to draw on at /) until interrupted.
+
+    It blocks: from a notebook, stop it with the kernel's interrupt.
+
+    Args:
+        model: a .keras or .tflite file.
+        on_start: called with the page's URL once the model is loaded and the port is bound.
+    """
+    require_extra("serve")  # all of it, now: uvicorn is first imported after the model loads, multipart at an upload
+    from denselab.serve.app import create_app, listening_socket, serve_forever, server_address
+
+    application = create_app(Path(model), normalization, data_dir)
+    listening = listening_socket(host, port)
+    if on_start:
+        on_start(f"http://{server_address(host, port)}/")
+    serve_forever(application, listening)
+
+
+def info() -> dict:
+    """Datasets found and where, the Keras backend, and versions: what `denselab info --json` prints."""
+    versions = {"python": platform.python_version()}
+    for package in ("denselab", "keras", "jax", "jaxlib", "tensorflow-cpu", "numpy", "ai-edge-litert"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    datasets = {}
+    for name in DATASETS:
+        try:
+            directory, source = find_dataset(name, allow_download=False)
+            datasets[name] = {"found": True, "directory": str(directory), "source": source}
+        except BadInput as error:
+            datasets[name] = {"found": False, "problem": str(error)}
+    return {"keras_backend": os.environ.get("KERAS_BACKEND"), "datasets": datasets, "versions": versions}
 
 
 def class_names(model: Model) -> tuple[str, ...]:

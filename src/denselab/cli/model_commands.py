@@ -201,27 +201,8 @@ def predict(
 @app.command()
 def info(as_json: JsonOption = False):
     """Datasets found and where, the Keras backend, and versions."""
-    import os
-    import platform
-    from importlib import metadata
-
-    from denselab.data.dataset import DATASETS
-    from denselab.data.sources import find_dataset
-
-    datasets = {}
-    for name in DATASETS:
-        try:
-            directory, source = find_dataset(name, allow_download=False)
-            datasets[name] = {"found": True, "directory": str(directory), "source": source}
-        except BadInput as error:
-            datasets[name] = {"found": False, "problem": str(error)}
-    versions = {"python": platform.python_version()}
-    for package in ("denselab", "keras", "jax", "jaxlib", "tensorflow-cpu", "numpy", "ai-edge-litert"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    report = {"keras_backend": os.environ.get("KERAS_BACKEND"), "datasets": datasets, "versions": versions}
+    report = api.info()
+    datasets, versions = report["datasets"], report["versions"]
     if as_json:
         print_json(report)
         return

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from denselab import api
 from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
-from denselab.errors import BadInput
 
 # --- explore ---------------------------------------------------------------------------
 
@@ -149,18 +148,6 @@ RUN_COLUMNS = ("id", "study", "variant", "seed", "status", "test_accuracy", "tes
 RUN_HEADERS = {"test_accuracy": "test acc.", "test_loss": "test loss", "epochs_run": "epochs", "seconds_per_epoch": "s/epoch"}
 
 
-def _open_existing_store(db: Path):
-    from denselab.runs.store import RunStore
-
-    if db.is_dir():
-        raise BadInput(f"run database {db} is a directory; pass --db with the database file")
-    if not db.is_file():
-        raise BadInput(f"run database {db} does not exist; run 'denselab explore' first or pass --db")
-    if db.stat().st_size == 0:  # SQLite would take it, and write a schema into it, for a read
-        raise BadInput(f"run database {db} is empty; run 'denselab explore' first or pass --db")
-    return RunStore(db)
-
-
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -174,8 +161,7 @@ def runs_list(
     as_json: JsonOption = False,
 ):
     """One line per run."""
-    with _open_existing_store(db) as store:
-        runs = store.runs(study)
+    runs = api.stored_runs(study, db=db)
     if as_json:
         print_json([{column: run[column] for column in RUN_COLUMNS} for run in runs])
         return
@@ -196,8 +182,7 @@ def runs_list(
 def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab runs list').")],
               db: DbOption = RUNNER.db, as_json: JsonOption = False):
     """Everything stored about one run."""
-    with _open_existing_store(db) as store:
-        run = store.run(run_id)
+    run = api.stored_run(run_id, db=db)
     if as_json:
         print_json(run)
         return
@@ -224,8 +209,7 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id (see 'denselab 
 def runs_compare(run_ids: Annotated[list[int], typer.Argument(help="Two or more run ids.")],
                  db: DbOption = RUNNER.db, as_json: JsonOption = False):
     """Runs side by side: metrics, and the settings in which they differ."""
-    with _open_existing_store(db) as store:
-        runs = [store.run(run_id) for run_id in run_ids]
+    runs = [api.stored_run(run_id, db=db) for run_id in run_ids]
     metrics = ("variant", "seed", "status", "params", "train_accuracy", "test_accuracy", "test_loss",
                "epochs_run", "seconds_per_epoch", "train_seconds")
     settings = sorted({key for run in runs for key in (run["config"] or {})})

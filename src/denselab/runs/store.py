@@ -197,3 +197,16 @@ def _as_dict(row: sqlite3.Row | None) -> dict | None:
         if record.get(column) is not None:
             record[column] = json.loads(record[column])
     return record
+
+
+def open_existing_store(db: Path) -> RunStore:
+    """The run store at `db` for reading: BadInput unless a study or a search has written it."""
+    db = Path(db)
+    if db.is_dir():
+        raise BadInput(f"run database {db} is a directory; pass --db with the database file")
+    if not db.is_file():
+        raise BadInput(f"run database {db} does not exist; run 'denselab explore' first or pass --db")
+    if db.stat().st_size == 0:  # SQLite would take it, and write a schema into it, for a read
+        raise BadInput(f"run database {db} is empty; run 'denselab explore' first or pass --db")
+    return RunStore(db)
+
