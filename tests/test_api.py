@@ -64,6 +64,8 @@ def test_predict_reads_image_files_and_refuses_bad_shapes(trained_dir, fashion, 
         dl.predict(trained_dir, np.zeros((3, 784), dtype=np.uint8))
     with pytest.raises(dl.BadInput, match="nowhere.keras does not exist"):
         dl.evaluate(tmp_path / "nowhere.keras")
+    with pytest.raises(dl.BadInput, match="is a directory, not a model file"):  # a folder without model.keras
+        dl.predict(tmp_path, fashion.test_images[0])
 
 
 def test_export_of_a_run_equals_the_cli_export_of_its_saved_model(fashion, tmp_path):

@@ -20,7 +20,7 @@ from denselab.deploy.boards import (
 )
 from denselab.deploy.c_array import c_array_sources
 from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES
-from denselab.deploy.export import export_for_microcontroller
+from denselab.deploy.export import ExportOptions, export_for_microcontroller
 from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
 from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
 from denselab.model.run_dir import load_trained_model
@@ -153,8 +153,8 @@ def test_a_model_at_a_boards_limit_fits_and_one_byte_over_does_not(runtime, fash
 
 def test_whole_export_with_target_and_c_sources(deeper_dir, fashion, tmp_path):
     trained = load_trained_model(deeper_dir / "model.keras")
-    report = export_for_microcontroller(trained, fashion, ["int8"], tmp_path, c_array=True, target="samd21",
-                                        tflm_images=200)
+    report = export_for_microcontroller(trained, fashion, ExportOptions(c_array=True, target="samd21", tflm_images=200),
+                                        tmp_path)
     assert report["macs"] == ModelSpec((512, 512)).macs() == 668_672
     assert report["tflm"]["images"] == 200 and report["tflm"]["top_class_agreement"] >= 0.99
     assert report["target"]["name"] == "samd21" and report["target"]["fits"] is False  # 700 KB > 256 KB flash

@@ -71,14 +71,17 @@ def train(model: ModelSpec | tuple[int, ...] = ModelSpec((20,)), data: Dataset |
     return train_spec(spec, data if data is not None else load_dataset(data_dir=data_dir), config, on_progress)
 
 
+def _model_path(model: Path | str) -> Path:
+    """A model file, or the run folder holding model.keras; any other folder is refused as a model file."""
+    path = Path(model)
+    return path / MODEL_FILE if path.is_dir() and (path / MODEL_FILE).is_file() else path
+
+
 def _weights(model: Model, normalization: str | None = None, dataset: str | None = None):
     """What predicts for `model`: its own weights, or a file read without Keras (milliseconds)."""
     if isinstance(model, (TrainingRun, TrainedModel, TrainedWeights)):
         return model
-    path = Path(model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    return load_trained_weights(check_model_file(path), normalization, dataset)
+    return load_trained_weights(check_model_file(_model_path(model)), normalization, dataset)
 
 
 def evaluate(model: Model, data: Dataset | tuple | None = None, *, normalization: str | None = None,
@@ -163,9 +166,7 @@ def export(model: Model, options: ExportOptions = ExportOptions(), out: Path | N
         target's verdict and the C runtime's measured figures.
     """
     require_extra("deploy")  # at once, not after the model and the dataset have loaded
-    path = None if isinstance(model, (TrainingRun, TrainedModel)) else Path(model)
-    if path is not None and path.is_dir():
-        path = path / MODEL_FILE
+    path = None if isinstance(model, (TrainingRun, TrainedModel)) else _model_path(model)
     if path is not None and path.suffix == ".tflite":
         return ExportReport(export_tflite_file(path, options, out or path.parent / "c", data_dir))
     if out is None and path is None:
