@@ -146,6 +146,7 @@ def keras_without_tensorflow() -> None:
     """
     import sys
 
+    # A private Keras module: tests/test_private_apis.py fails loudly when it changes.
     from keras.src.utils import module_utils
 
     if "tensorflow" not in sys.modules and module_utils.tensorflow.module is None:

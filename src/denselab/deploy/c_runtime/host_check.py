@@ -124,6 +124,7 @@ def first_difference(traced: Path, model_bytes: bytes, classifier: QuantizedClas
 
     widths = [layer.weights.shape[0] for layer in classifier.layers]
     trace = run_host(traced, row[None])[0]
+    # kPreserveAllTensors and GetTensor are tflite-micro internals: tests/test_private_apis.py guards them.
     with c_output_silenced():
         interpreter = tflite_micro.runtime.Interpreter.from_bytes(
             model_bytes, intrepreter_config=tflite_micro.runtime.InterpreterConfig.kPreserveAllTensors)

@@ -111,6 +111,7 @@ def softmax_parameters(beta: float, input_scale: float) -> Softmax:
 
 def read_quantized_classifier(model_bytes: bytes, source: str | Path = "model") -> QuantizedClassifier:
     """The dense int8 classifier in `model_bytes`; BadInput naming `source` when it is not one."""
+    # tflite-micro's own flatbuffer reader, not a public module: tests/test_private_apis.py guards it.
     with extra_imports():
         from tflite_micro.python.tflite_micro.runtime import convert_bytearray_to_object
 
