@@ -160,7 +160,7 @@ def test_whole_export_with_target_and_c_sources(deeper_dir, fashion, tmp_path):
     assert report["target"]["name"] == "samd21" and report["target"]["fits"] is False  # 700 KB > 256 KB flash
     assert "nano33ble" in report["boards_that_fit"]
     main_cc = (tmp_path / "main.cc").read_text()
-    assert "resolver.AddFullyConnected();" in main_cc and f"kArenaSize = {report['tflm']['arena_bytes']};" in main_cc
+    assert "resolver.AddFullyConnected(tflite::Register_FULLY_CONNECTED_INT8());" in main_cc and f"kArenaSize = {report['tflm']['arena_bytes']};" in main_cc
     assert parse_c_array((tmp_path / "model_data.cc").read_text()) == (tmp_path / "dense_512_512_int8.tflite").read_bytes()
 
 

@@ -25,6 +25,8 @@ def export(
     calibration: Annotated[int, typer.Option(help="Training images that calibrate int8 ranges.")] = EXPORT.calibration,
     c_array: Annotated[bool, typer.Option("--c-array", help="Write model_data.h/.cc and a TFLM main.cc.")] =
         EXPORT.c_array,
+    c_array_images: Annotated[int, typer.Option(help="Test images main.cc embeds and classifies.")] =
+        EXPORT.c_array_images,
     target: Annotated[Optional[str], typer.Option(help="Board to check the int8 model against (see boards.toml).")] =
         EXPORT.target,
     tflm_images: Annotated[int, typer.Option(help="Test images run under TensorFlow Lite Micro.")] = EXPORT.tflm_images,
@@ -43,8 +45,10 @@ def export(
     as_json: JsonOption = False,
 ):
     """Convert a trained model to TensorFlow Lite, check it under TensorFlow Lite Micro, size it for a board."""
-    options = ExportOptions(QUANTIZE_ALL if export_all else quantize, calibration, c_array, target, tflm_images,
-                            runtime, check, host_images, qemu_images, normalization)
+    options = ExportOptions(quantize=QUANTIZE_ALL if export_all else quantize, calibration=calibration,
+                            c_array=c_array, c_array_images=c_array_images, target=target, tflm_images=tflm_images,
+                            runtime=runtime, check=check, host_images=host_images, qemu_images=qemu_images,
+                            normalization=normalization)
     _print_report(api.export(model, options, out, data_dir=data_dir).as_dict(), as_json)
 
 

@@ -49,17 +49,28 @@ def c_array_sources(model_bytes: bytes, name: str) -> dict[str, str]:
     return {"model_data.h": header, "model_data.cc": source}
 
 
-def main_program(name: str, op_names: list[str], arena_bytes: int, image: np.ndarray, label: str,
+# Operators whose int8-only registration TFLM offers: the generic one also links the int4
+# and int16 paths (28,568 B against 32,728 B of CMSIS-NN code, ../shared/TINYML.md).
+INT8_REGISTRATIONS = {"FULLY_CONNECTED": "tflite::Register_FULLY_CONNECTED_INT8()",
+                      "SOFTMAX": "tflite::Register_SOFTMAX_INT8()"}
+
+
+def registration(op: str) -> str:
+    """MicroMutableOpResolver's call for an operator: FULLY_CONNECTED -> AddFullyConnected(...)."""
+    method = "Add" + "".join(part.capitalize() for part in op.split("_"))
+    return f"  resolver.{method}({INT8_REGISTRATIONS.get(op, '')});"
+
+
+def main_program(name: str, op_names: list[str], arena_bytes: int, images: np.ndarray, labels: list[int],
                  class_names: tuple[str, ...], normalization: str) -> str:
-    """main.cc: a minimal TFLM program that classifies one built-in 28x28 image."""
+    """main.cc: a minimal TFLM program that classifies built-in 28x28 test images and prints its int8 outputs."""
+    images = np.asarray(images).reshape(-1, 28 * 28)
     return MAIN_TEMPLATE.substitute(
-        name=name, identifier=c_identifier(name), arena_bytes=arena_bytes, label=label,
-        pixels=",\n".join("    " + ", ".join(str(int(p)) for p in row) for row in image),
+        name=name, identifier=c_identifier(name), arena_bytes=arena_bytes, image_count=len(images),
+        images=",\n".join("    {" + ", ".join(str(int(p)) for p in image) + "}" for image in images),
+        labels=", ".join(str(int(label)) for label in labels),
         class_count=len(class_names), class_names=", ".join(f'"{class_name}"' for class_name in class_names),
-        op_count=len(op_names),
-        # MicroMutableOpResolver's method per operator: FULLY_CONNECTED -> AddFullyConnected().
-        registrations="\n".join(f"  resolver.Add{''.join(part.capitalize() for part in op.split('_'))}();"
-                                 for op in op_names),
+        op_count=len(op_names), registrations="\n".join(registration(op) for op in op_names),
         scale="/ 255.0f" if normalization == "scale" else "",
     )
 

@@ -17,6 +17,7 @@ from denselab.model.spec import check_model_file, spec_of
 
 QUANTIZE_ALL = "all"  # `quantize` of ExportOptions: every quantization, compared
 RUNTIMES = ("tflm", "c")
+MAX_C_ARRAY_IMAGES = 1000  # 784 bytes of flash each: 1000 fill most of a small board's flash
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ExportOptions:
     quantize: str = "int8"  # none, float16, dynamic, int8, or "all" to compare every one
     calibration: int = CALIBRATION_IMAGES  # training images that calibrate the int8 ranges
     c_array: bool = False  # also model_data.h/.cc and a TFLM main.cc
+    c_array_images: int = 1  # test images main.cc classifies (the TFLM firmware check embeds 100)
     target: str | None = None  # a board of boards.toml to check the int8 model against
     tflm_images: int = TFLM_IMAGES  # test images run under TensorFlow Lite Micro
     runtime: str = "tflm"  # or "c": denselab's dependency-free C runtime as well
@@ -50,6 +52,8 @@ class ExportOptions:
             raise BadInput("--target, --c-array and --runtime c need the int8 export (--quantize int8 or --all)")
         if self.calibration < 1:
             raise BadInput(f"--calibration must be >= 1, got {self.calibration}")
+        if not 1 <= self.c_array_images <= MAX_C_ARRAY_IMAGES:
+            raise BadInput(f"--c-array-images must be from 1 to {MAX_C_ARRAY_IMAGES}, got {self.c_array_images}")
         if self.tflm_images < 1:
             raise BadInput(f"--tflm-images must be >= 1, got {self.tflm_images}")
         boards, _ = load_boards()
@@ -104,10 +108,10 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
         report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io)
     if options.c_array:
         sources = c_array_sources(model_bytes, model.name)
-        sources["main.cc"] = main_program(
-            model.name, op_names(model_bytes), check.arena_bytes,
-            dataset.test_images[0], dataset.class_names[int(dataset.test_labels[0])], dataset.class_names, normalization,
-        )
+        count = options.c_array_images
+        sources["main.cc"] = main_program(model.name, op_names(model_bytes), check.arena_bytes,
+                                          dataset.test_images[:count], dataset.test_labels[:count].tolist(),
+                                          dataset.class_names, normalization)
         report["c_sources"] = [str(path) for path in write_c_sources(out_dir, sources)]
     return report
 
