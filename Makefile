@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench fuzz system-dataset system-browser system-c-runtime clean
+.PHONY: run test bench fuzz system-dataset system-browser system-c-runtime tflm-trees clean
 
 # Set-up prints one line a step (scripts/step.sh); what pip and apt print goes to
 # build/setup-logs/STEP.log, whose end and path a failing step prints.
@@ -36,8 +36,14 @@ system-c-runtime:
 run: $(INSTALLED) system-dataset system-browser system-c-runtime
 	$(BIN)/denselab explore
 
-test: $(INSTALLED) system-dataset system-browser system-c-runtime
-	$(BIN)/python -m pytest
+# TensorFlow Lite Micro's two source trees, which the firmware tests build against: checked
+# first, so that without them `make test` stops at once with one line saying how to get them,
+# and handed to pytest as DENSELAB_TFLM_TREES (scripts/tflm-trees.sh).
+tflm-trees:
+	@scripts/tflm-trees.sh >/dev/null
+
+test: tflm-trees $(INSTALLED) system-dataset system-browser system-c-runtime
+	scripts/tflm-trees.sh $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs reports

@@ -280,3 +280,30 @@ def test_a_damaged_tree_is_named(kernels, tmp_path, monkeypatch):
 def test_an_op_without_a_kernel_is_named(op):
     message = one_line_error(lambda: tflm_library((*OPS, op)))
     assert message.startswith(f"TFLM firmware: denselab does not build the kernel of op {op};")
+
+
+# --- make test's check of the trees (scripts/tflm-trees.sh) ---------------------------------
+
+def test_make_test_finds_the_trees_beside_the_repository_or_stops_with_one_line(tmp_path):
+    """The script from a copy of the repository at tmp_path/repo, with tmp_path/shared/ beside it."""
+    scripts = tmp_path / "repo" / "scripts"
+    scripts.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "tflm-trees.sh", scripts)
+    unset = {name: value for name, value in os.environ.items() if name != TREES_VARIABLE}
+
+    def trees(*command, **variables):
+        return subprocess.run(["bash", str(scripts / "tflm-trees.sh"), *command], env={**unset, **variables},
+                              capture_output=True, text=True, timeout=60)
+
+    missing = trees()
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert len(missing.stderr.splitlines()) == 1 and "scripts/tflm-sources.sh DIR" in missing.stderr
+    beside = tmp_path / "shared" / "third_party"
+    for name in KERNELS.values():
+        (beside / name).mkdir(parents=True)
+    assert trees().stdout == f"{beside}\n"
+    assert trees("sh", "-c", f"echo ${TREES_VARIABLE}").stdout == f"{beside}\n"  # what pytest is given
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / KERNELS["reference"]).mkdir(parents=True)  # no CMSIS-NN tree: not enough
+    half = trees(**{TREES_VARIABLE: str(elsewhere)})
+    assert half.returncode == 2 and str(elsewhere) in half.stderr and KERNELS["cmsis-nn"] in half.stderr
