@@ -35,6 +35,11 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import denselab  # noqa: F401, E402  (sets the Keras backend before anything imports Keras)
+from denselab.deploy.tflm_build import CACHE_VARIABLE, cache_folder  # noqa: E402
+
+# TFLM's libraries are cached by content hash where they outlive this session's home (and a
+# clone): the first session builds them (about a minute each), later ones find them.
+os.environ.setdefault(CACHE_VARIABLE, str(cache_folder({})))
 from denselab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
 from denselab.data.sources import load_dataset
 

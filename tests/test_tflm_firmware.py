@@ -54,3 +54,15 @@ def test_the_exported_program_runs_on_the_cortex_m4_with_tflms_outputs(model, re
     # With the reference kernels every multiply-accumulate takes at least one instruction.
     macs = spec_of(load_trained_model(model_dir / "model.keras").model).macs()
     assert (run.instructions >= macs).all()
+
+
+def test_an_op_the_firmware_cannot_build_is_one_line_naming_it(tmp_path):
+    from conftest import assert_one_line_error
+    from denselab.model.run_dir import save_model
+    from denselab.model.spec import ModelSpec, build_model
+
+    # selu becomes SELECT in int8, which TFLM has no kernel for (only SELECT_V2).
+    save_model(build_model(ModelSpec((16,), "selu")), tmp_path / "model.keras")
+    result = denselab("export", tmp_path / "model.keras", "--c-array", "--out", tmp_path / "export")
+    assert_one_line_error(result, "TFLM firmware: denselab does not build the kernel of op SELECT")
+    assert not (tmp_path / "export" / "main.cc").exists()

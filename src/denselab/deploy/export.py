@@ -12,6 +12,7 @@ from denselab.deploy.c_array import c_array_sources, main_program, write_c_sourc
 from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
 from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
 from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
+from denselab.deploy.tflm_build import checked_ops
 from denselab.errors import BadInput
 from denselab.model.spec import check_model_file, spec_of
 
@@ -96,6 +97,8 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     if int8 is None:  # ExportOptions refuses a target, C sources or the C runtime without it
         return report
     model_bytes = int8.path.read_bytes()
+    if options.c_array:  # main.cc registers every op of the model: each must be one TFLM's firmware can build
+        checked_ops(op_names(model_bytes))
     count = min(options.tflm_images, len(dataset.test_labels))
     check = check_under_tflm(model_bytes, dataset.test_images[:count], dataset.test_labels[:count], normalization)
     report["tflm"] = check.as_dict()
