@@ -298,6 +298,15 @@ def test_make_test_finds_the_trees_beside_the_repository_or_stops_with_one_line(
     missing = trees()
     assert missing.returncode == 2 and missing.stdout == ""
     assert len(missing.stderr.splitlines()) == 1 and "scripts/tflm-sources.sh DIR" in missing.stderr
+    # A clone made elsewhere finds the trees beside the repository it was cloned from.
+    upstream = tmp_path / "upstream"
+    (upstream / "repo").mkdir(parents=True)
+    for name in KERNELS.values():
+        (upstream / "shared" / "third_party" / name).mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    subprocess.run(["git", "-C", str(tmp_path / "repo"), "remote", "add", "origin", str(upstream / "repo")], check=True)
+    assert trees().stdout == f"{upstream / 'shared' / 'third_party'}\n"
+    shutil.rmtree(tmp_path / "repo" / ".git")
     beside = tmp_path / "shared" / "third_party"
     for name in KERNELS.values():
         (beside / name).mkdir(parents=True)
