@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from denselab.deploy.toolchain import arm_tool, compile_c, find
+from denselab.deploy.toolchain import CORTEX_M4, Core, arm_tool, compile_c, find
 from denselab.errors import BadInput
 
 TREES_VARIABLE = "DENSELAB_TFLM_TREES"  # a folder holding tflite-micro/ and tflite-micro-cmsis-nn/
@@ -31,17 +31,6 @@ CACHE_VARIABLE = "DENSELAB_TFLM_CACHE"
 KERNELS = {"reference": "tflite-micro", "cmsis-nn": "tflite-micro-cmsis-nn"}
 GET_TREES = f"make them with scripts/tflm-sources.sh DIR, then export {TREES_VARIABLE}=DIR"
 ARCHIVE = "libtflm.a"
-
-
-@dataclass(frozen=True)
-class Core:
-    """A CPU core and the compiler flags that select it (and its floating-point unit)."""
-
-    name: str
-    flags: tuple[str, ...]
-
-
-CORTEX_M4 = Core("cortex-m4", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"))
 
 # TFLM's release build (its Makefile's BUILD_TYPE=release): static memory only, no logging
 # and no error strings, which is what keeps the runtime near 24 KB of flash on a Cortex-M4.
@@ -332,6 +321,7 @@ class TFLMLibrary:
     """A built TFLM library and how a program that links it must be compiled and linked."""
 
     archive: Path  # libtflm.a
+    core: Core
     include_dirs: tuple[Path, ...]
     compile_flags: tuple[str, ...]  # the C++ flags of a program linked against it (core, -Os, defines)
     link_flags: tuple[str, ...]  # after the program's objects and the archive on the link line
@@ -350,5 +340,6 @@ def tflm_library(ops: tuple[str, ...], kernels: str = "reference", core: Core = 
     """
     plan = build_plan(ops, kernels, core)
     entry = build_cached(plan, cache_folder())
-    return TFLMLibrary(archive=entry / ARCHIVE, include_dirs=plan.include_dirs, compile_flags=plan.cxx[1:],
+    return TFLMLibrary(archive=entry / ARCHIVE, core=core, include_dirs=plan.include_dirs,
+                       compile_flags=plan.cxx[1:],
                        link_flags=(*core.flags, *LINK_FLAGS))

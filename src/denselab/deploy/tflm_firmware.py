@@ -13,7 +13,6 @@ own code, its test images, printf) is reported apart: a board's sketch has its o
 """
 
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.c_runtime.cortex_m import INSTRUCTIONS_PER_TICK, QEMU_MACHINE, QEMU_TIMEOUT_SECONDS
+from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK, placed_sections, run_under_qemu
 from denselab.deploy.tflm_build import TFLMLibrary
 
 BOARD = "tflm_board"  # beside this module
@@ -73,23 +72,6 @@ class TFLMFootprint:
         return self.static_ram_bytes + self.interpreter_bytes + self.arena_used_bytes + self.stack_bytes
 
 
-# A line of the map's memory map that places an input section:
-# " .text._ZN6tflite...   0x00000200   0x3d40 /tmp/x/libtflm.a(micro_interpreter.o)"
-_PLACED = re.compile(r"^ (\.[\w.$+-]+|COMMON)\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", re.MULTILINE)
-
-
-def placed_sections(map_text: str) -> list[tuple[str, int, str]]:
-    """(section kind, bytes, owner) of every input section a GNU ld map places; owner is "archive(member)" or a file."""
-    placed = map_text[map_text.index("Linker script and memory map"):]
-    placed = re.sub(r"^ (\.[\w.$+-]+)\n\s+", r" \1 ", placed, flags=re.MULTILINE)  # long names wrap
-    found = []
-    for name, size, owner in _PLACED.findall(placed):
-        kind = "COMMON" if name == "COMMON" else name.lstrip(".").split(".")[0]
-        if int(size, 16):
-            found.append((kind, int(size, 16), owner))
-    return found
-
-
 def _archive(owner: str) -> str:
     return Path(owner.split("(")[0]).name
 
@@ -118,33 +100,29 @@ def _board_file(name: str) -> str:
     return (resources.files("denselab.deploy") / BOARD / name).read_text()
 
 
-def _link(objects: list[Path], library: TFLMLibrary | None, folder: Path, name: str) -> tuple[Path, Path]:
+def _link(objects: list[Path], library: TFLMLibrary, archive: bool, folder: Path, name: str) -> tuple[Path, Path]:
+    """Link `objects` (with the library's archive unless not `archive`) as the library's own programs link."""
     (folder / LINKER_SCRIPT).write_text(_board_file(LINKER_SCRIPT))
     elf, map_file = folder / f"{name}.elf", folder / f"{name}.map"
-    archive = [str(library.archive)] if library else []
-    core = library.compile_flags if library else ()
-    toolchain.compile_c([toolchain.arm_tool("g++"), *_core_flags(core), "-nostartfiles",
-                         "--specs=nano.specs", "--specs=rdimon.specs", f"-T{folder / LINKER_SCRIPT}",
-                         f"-Wl,-Map={map_file}", "-Wl,--gc-sections", *map(str, objects), *archive, "-lm",
-                         "-o", str(elf)], f"the TFLM firmware ({name})")
+    toolchain.compile_c([toolchain.arm_tool("g++"), "-nostartfiles", f"-T{folder / LINKER_SCRIPT}",
+                         f"-Wl,-Map={map_file}", *map(str, objects), *([str(library.archive)] if archive else []),
+                         *library.link_flags, "-o", str(elf)], f"the TFLM firmware ({name})")
     return elf, map_file
 
 
-def _core_flags(compile_flags) -> list[str]:
-    """The -mcpu/-mfpu/-mfloat-abi/-mthumb flags among a library's compile flags (the linker needs the same)."""
-    return [flag for flag in compile_flags if flag.startswith(("-mcpu", "-mfpu", "-mfloat-abi", "-mthumb"))] or \
-        ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+def _compile_c(source: Path, library: TFLMLibrary, what: str) -> Path:
+    """A C file of the board layer, for the library's core."""
+    target = source.with_suffix(".o")
+    toolchain.compile_c([toolchain.find("arm-none-eabi-gcc"), *library.core.flags, "-Os", "-ffunction-sections",
+                         "-fdata-sections", "-c", str(source), "-o", str(target)], what)
+    return target
 
 
-def _board_objects(folder: Path, compile_flags) -> list[Path]:
+def _board_objects(folder: Path, library: TFLMLibrary) -> list[Path]:
     objects = []
     for name in BOARD_SOURCES:
-        source, target = folder / name, folder / (Path(name).stem + ".o")
-        source.write_text(_board_file(name))
-        toolchain.compile_c([toolchain.find("arm-none-eabi-gcc"), *_core_flags(compile_flags), "-Os",
-                             "-ffunction-sections", "-fdata-sections", "-c", str(source), "-o", str(target)],
-                            f"the board layer's {name}")
-        objects.append(target)
+        (folder / name).write_text(_board_file(name))
+        objects.append(_compile_c(folder / name, library, f"the board layer's {name}"))
     return objects
 
 
@@ -158,36 +136,43 @@ def build_firmware(sources: Path, library: TFLMLibrary, folder: Path) -> tuple[P
         toolchain.compile_c([compiler, *library.compile_flags, *includes, "-c", str(sources / name), "-o", str(target)],
                             f"{name} against TFLM")
         objects.append(target)
-    board = _board_objects(folder, library.compile_flags)
-    elf, map_file = _link(objects + board, library, folder, "firmware")
+    board = _board_objects(folder, library)
+    elf, map_file = _link(objects + board, library, True, folder, "firmware")
     (folder / "baseline.c").write_text(BASELINE_MAIN)
-    toolchain.compile_c([toolchain.find("arm-none-eabi-gcc"), *_core_flags(library.compile_flags), "-Os", "-c",
-                         str(folder / "baseline.c"), "-o", str(folder / "baseline.o")], "the baseline firmware")
-    _, baseline_map = _link([folder / "baseline.o", *board], None, folder, "baseline")
+    baseline = _compile_c(folder / "baseline.c", library, "the baseline firmware")
+    _, baseline_map = _link([baseline, *board], library, False, folder, "baseline")
     return elf, map_file, baseline_map
 
 
 def run_firmware(elf: Path, images: int) -> FirmwareRun:
     """Run the firmware under qemu-system-arm and read back its int8 outputs, instructions, stack and arena."""
-    command = [toolchain.find("qemu-system-arm"), "-M", QEMU_MACHINE, "-nographic", "-monitor", "none",
-               "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=QEMU_TIMEOUT_SECONDS,
-                                stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the TFLM firmware did not finish under QEMU in {QEMU_TIMEOUT_SECONDS} s") from None
-    if result.returncode != 0:
-        raise RuntimeError(f"the TFLM firmware exited with status {result.returncode} under QEMU "
-                           f"(99: a fault):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    outputs = re.findall(r"^image \d+: .*; int8 outputs((?: -?\d+)+)$", result.stdout, re.MULTILINE)
-    invokes = re.findall(r"^invoke ticks (\d+) stack (\d+)( overflowed)?$", result.stdout, re.MULTILINE)
-    arena = re.search(r"^arena used: (\d+) of \d+ bytes$", result.stdout, re.MULTILINE)
-    objects = re.search(r"^interpreter and resolver: (\d+) bytes$", result.stdout, re.MULTILINE)
+    printed = run_under_qemu(elf, "the TFLM firmware")
+    outputs = re.findall(r"^image \d+: .*; int8 outputs((?: -?\d+)+)$", printed, re.MULTILINE)
+    invokes = re.findall(r"^invoke ticks (\d+) stack (\d+)( overflowed)?$", printed, re.MULTILINE)
+    arena = re.search(r"^arena used: (\d+) of \d+ bytes$", printed, re.MULTILINE)
+    objects = re.search(r"^interpreter and resolver: (\d+) bytes$", printed, re.MULTILINE)
     if len(outputs) != images or len(invokes) != images or any(flag for *_, flag in invokes) or not (arena and objects):
-        raise RuntimeError(f"unexpected TFLM firmware output under QEMU:\n{result.stdout[-2000:]}")
+        raise RuntimeError(f"unexpected TFLM firmware output under QEMU:\n{printed[-2000:]}")
     return FirmwareRun(np.array([[int(value) for value in line.split()] for line in outputs], np.int8),
                        np.array([int(ticks) for ticks, _, _ in invokes], np.int64) * INSTRUCTIONS_PER_TICK,
                        max(int(stack) for _, stack, _ in invokes), int(arena.group(1)), int(objects.group(1)))
+
+
+def interpreter_outputs(model_bytes: bytes, images: np.ndarray, normalization: str = "scale") -> np.ndarray:
+    """What the firmware's int8 outputs must equal: the Python TFLM interpreter's, on the int8 inputs
+    that main.cc makes of `images` (uint8 pixels, / 255 in float32 for "scale", then rounded to even)."""
+    from denselab.deploy.tflite import LiteRTClassifier
+    from denselab.deploy.tflm import tflm_interpreter
+
+    scale, zero_point = (np.float32(value) for value in LiteRTClassifier(model_bytes).input["quantization"])
+    interpreter, outputs = tflm_interpreter(model_bytes), []
+    for image in images:
+        value = image.astype(np.float32) / np.float32(255.0 if normalization == "scale" else 1.0)
+        quantized = np.clip(np.rint(value / scale).astype(np.int32) + int(zero_point), -128, 127).astype(np.int8)
+        interpreter.set_input(quantized[None], 0)
+        interpreter.invoke()
+        outputs.append(np.asarray(interpreter.get_output(0)).reshape(-1))
+    return np.stack(outputs).astype(np.int8)
 
 
 def check_tflm_firmware(sources: Path, library: TFLMLibrary, images: int) -> tuple[TFLMFootprint, FirmwareRun]:

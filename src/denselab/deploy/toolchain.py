@@ -5,6 +5,7 @@ Each is a Debian package that `scripts/system-packages.sh c-runtime` installs.
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from denselab.errors import BadInput
@@ -15,9 +16,23 @@ PACKAGES = {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
     "qemu-system-arm": "qemu-system-arm",
 }
+
+
+@dataclass(frozen=True)
+class Core:
+    """A CPU core and the compiler flags that select it (and its floating-point unit); every
+    object and every link of a firmware for it takes them."""
+
+    name: str
+    flags: tuple[str, ...]
+
+
+CORTEX_M4 = Core("cortex-m4", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"))
+
 HOST_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
-CORTEX_M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os",
-                   "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
+# denselab's C runtime and its firmware, for the Cortex-M4.
+CORTEX_M4_FLAGS = (*CORTEX_M4.flags, "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                   "-ffunction-sections", "-fdata-sections")
 
 
 def find(program: str) -> str:

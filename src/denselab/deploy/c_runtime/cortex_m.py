@@ -1,10 +1,8 @@
 """Checks two and three: the C runtime built for a Cortex-M4 and run on QEMU's emulated one.
 
 The firmware embeds test images, runs `denselab_predict` on each and prints the outputs
-over semihosting, with the SysTick count around each call. Under `-icount shift=0` QEMU
-runs one instruction per nanosecond of virtual time and the board's 25 MHz SysTick
-advances once per 40 instructions, so ticks x 40 counts instructions: not cycles, which
-QEMU does not model. Before the first call the firmware paints the stack below main()'s
+over semihosting, with the SysTick count around each call (instructions: see
+denselab.deploy.qemu). Before the first call the firmware paints the stack below main()'s
 frame, and after it finds how deep the call reached.
 
 Flash and RAM are read from the linker map: what `denselab_model.o` contributes to each
@@ -12,7 +10,6 @@ section, plus the stack that inference used.
 """
 
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -23,14 +20,11 @@ import numpy as np
 from denselab.data.dataset import IMAGE_SIDE
 from denselab.deploy import toolchain
 from denselab.deploy.c_runtime.source import SOURCE
+from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK, QEMU_MACHINE, placed_sections, run_under_qemu
 from denselab.errors import BadInput
 
-QEMU_MACHINE = "mps2-an386"
 LINKER_SCRIPT = "mps2_an386.ld"  # the one place where the emulated board's memory is defined
-SYSTICK_HZ = 25_000_000  # the board's SYSCLK, which clocks SysTick
-INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: one instruction per ns
 QEMU_IMAGES = 100
-QEMU_TIMEOUT_SECONDS = 600
 PAINTED_STACK_BYTES = 32_768
 # The firmware's flash besides the model's C runtime and the embedded images: start-up code,
 # main() and newlib's printf and semihosting, 34,372 bytes measured (arm-none-eabi-gcc 12.2,
@@ -164,42 +158,23 @@ def build_firmware(sources: Path, pixels: np.ndarray, folder: Path) -> tuple[Pat
     return elf, map_file
 
 
-# A line of the map's memory map that places an input section:
-# " .rodata.dl_weights_0\n                0x00000200     0x3d40 /tmp/x/denselab_model.o"
-_PLACED = re.compile(r"^ (\.[\w.$]+)\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", re.MULTILINE)
-
-
 def section_sizes(map_text: str, object_name: str) -> dict[str, int]:
     """Bytes that `object_name` contributes to .text, .rodata, .data and .bss in a GNU ld map."""
-    placed = map_text[map_text.index("Linker script and memory map"):]
-    placed = re.sub(r"^ (\.[\w.$]+)\n\s+", r" \1 ", placed, flags=re.MULTILINE)  # names too long share no line
     sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
-    for name, size, owner in _PLACED.findall(placed):
-        if Path(owner).name != object_name:
-            continue
-        kind = name.lstrip(".").split(".")[0]
-        if kind in sizes:
-            sizes[kind] += int(size, 16)
+    for kind, size, owner in placed_sections(map_text):
+        if Path(owner).name == object_name and kind in sizes:
+            sizes[kind] += size
     return sizes
 
 
 def run_on_qemu(elf: Path, images: int) -> EmulatorRun:
     """Run the firmware under qemu-system-arm and read back its outputs, SysTick counts and stack depth."""
-    command = [toolchain.find("qemu-system-arm"), "-M", QEMU_MACHINE, "-nographic", "-monitor", "none",
-               "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=QEMU_TIMEOUT_SECONDS,
-                                stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the firmware did not finish under QEMU in {QEMU_TIMEOUT_SECONDS} s") from None
-    if result.returncode != 0:
-        raise RuntimeError(f"the firmware exited with status {result.returncode} under QEMU "
-                           f"(99: a fault):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    stack = re.search(r"^stack (\d+)( overflowed)?$", result.stdout, re.MULTILINE)
-    classified = re.search(r"^classify (\d+) ", result.stdout, re.MULTILINE)
-    lines = re.findall(r"^image (\d+) ticks (\d+):((?: -?\d+)+)$", result.stdout, re.MULTILINE)
+    printed = run_under_qemu(elf, "the firmware")
+    stack = re.search(r"^stack (\d+)( overflowed)?$", printed, re.MULTILINE)
+    classified = re.search(r"^classify (\d+) ", printed, re.MULTILINE)
+    lines = re.findall(r"^image (\d+) ticks (\d+):((?: -?\d+)+)$", printed, re.MULTILINE)
     if stack is None or stack.group(2) or classified is None or len(lines) != images:
-        raise RuntimeError(f"unexpected firmware output under QEMU:\n{result.stdout[-2000:]}")
+        raise RuntimeError(f"unexpected firmware output under QEMU:\n{printed[-2000:]}")
     outputs = np.array([[int(value) for value in values.split()] for _, _, values in lines], np.int8)
     ticks = np.array([int(count) for _, count, _ in lines], np.int64)
     return EmulatorRun(outputs, ticks * INSTRUCTIONS_PER_TICK, int(stack.group(1)), int(classified.group(1)))

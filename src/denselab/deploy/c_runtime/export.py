@@ -17,16 +17,12 @@ import numpy as np
 
 from denselab.deploy import toolchain
 from denselab.deploy.boards import boards_that_hold, io_bytes, load_boards
-from denselab.deploy.c_runtime.cortex_m import (
-    INSTRUCTIONS_PER_TICK,
-    QEMU_IMAGES,
-    check_embedded_images,
-    check_on_cortex_m4,
-)
+from denselab.deploy.c_runtime.cortex_m import QEMU_IMAGES, check_embedded_images, check_on_cortex_m4
 from denselab.deploy.c_runtime.footprint import c_flash_bytes
 from denselab.deploy.c_runtime.host_check import check_on_host
 from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 from denselab.deploy.c_runtime.source import c_sources
+from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK
 from denselab.errors import BadInput
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 
@@ -94,7 +90,7 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
     host = check_on_host(sources, model_bytes, classifier, pixels, dataset.test_labels[:count], normalization)
     on_device = min(qemu_images, count)
     footprint, emulated = check_on_cortex_m4(sources, pixels[:on_device])
-    boards, _ = load_boards()
+    boards = load_boards()
     instructions = int(np.mean(emulated.instructions))
     return {
         "host_images": host.images,
