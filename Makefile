@@ -32,9 +32,11 @@ system-c-runtime:
 	@scripts/system-packages.sh c-runtime
 
 # The main job: every experiment of the exercise over 3 seeds, and its report
-# (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused.
+# (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused. Where
+# TFLM's trees are found, the report's TFLM boards use TFLM's measured figures; elsewhere it
+# runs all the same, on the estimate, and says so.
 run: $(INSTALLED) system-dataset system-browser system-c-runtime
-	$(BIN)/denselab explore
+	DENSELAB_TFLM_TREES="$$(scripts/tflm-trees.sh 2>/dev/null)" $(BIN)/denselab explore
 
 # TensorFlow Lite Micro's two source trees, which the firmware tests build against: checked
 # first, so that without them `make test` stops at once with one line saying how to get them,
@@ -49,8 +51,8 @@ clean:
 	rm -rf $(VENV) runs reports
 
 # Benchmarks (not tests): the exercise's code vs denselab vs a near-limit JAX loop.
-bench: $(INSTALLED) system-dataset
-	$(BIN)/python bench/run.py
+bench: tflm-trees $(INSTALLED) system-dataset system-c-runtime
+	scripts/tflm-trees.sh $(BIN)/python bench/run.py
 
 # Fuzzing: `make test` runs tests/test_fuzz.py with a few hundred examples per test; this runs
 # thousands of random and mutated inputs for the IDX reader, the image decoder, study files and

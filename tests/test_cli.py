@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -67,6 +68,12 @@ def test_info_finds_the_system_dataset():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["datasets"]["fashion-mnist"]["found"] and report["keras_backend"] == "jax"
+    # make test hands pytest TFLM's trees, so TFLM's verdicts are measured; without them, estimated.
+    assert report["tflm"] == {"trees": os.environ["DENSELAB_TFLM_TREES"], "verdicts": "measured", "problem": None}
+    without = denselab("info", env={"DENSELAB_TFLM_TREES": ""})
+    assert "TFLM trees: none (DENSELAB_TFLM_TREES unset): TFLM verdicts are estimated" in without.stdout
+    damaged = denselab("info", "--json", env={"DENSELAB_TFLM_TREES": "/nonexistent"})
+    assert "/nonexistent" in json.loads(damaged.stdout)["tflm"]["problem"]
 
 
 def test_help_lists_every_command_once():

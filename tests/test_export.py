@@ -10,19 +10,21 @@ import pytest
 from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 
 from denselab.deploy.boards import (
-    board_fit,
+    board,
     boards_that_fit,
     boards_that_hold,
     fit,
     io_bytes,
     load_boards,
     target_verdict,
+    tflm_fit,
 )
 from denselab.deploy.c_array import c_array_sources
 from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES
 from denselab.deploy.export import ExportOptions, export_for_microcontroller
 from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
 from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
+from denselab.deploy.tflm_runtime import estimate, tflm_runtime
 from denselab.model.run_dir import load_trained_model
 from denselab.model.spec import ModelSpec
 from denselab.model_search.target import resolve_target
@@ -113,42 +115,57 @@ def test_c_identifier_from_any_model_name():
 
 
 def test_board_budgets():
-    boards, runtime = load_boards()
+    boards, runtime = load_boards(), tflm_runtime()
     assert {"nano33ble", "esp32", "pico", "stm32f746disco", "samd21"} <= set(boards)
     assert boards["samd21"].ram_bytes == 32 * 1024
-    fit = board_fit("nano33ble", 700_000, 5_000, 794)
-    assert fit.fits and fit.flash_margin_bytes == 1_048_576 - 700_000 - runtime
-    assert fit.ram_margin_bytes == 262_144 - 5_794
-    assert not board_fit("samd21", 700_000, 5_000, 794).fits
+    assert runtime.measured  # make test runs with TFLM's trees
+    fit = tflm_fit(board("nano33ble"), 700_000, 5_000, 794, runtime)
+    assert fit.fits and fit.flash_margin_bytes == 1_048_576 - 700_000 - runtime.code_bytes
+    assert fit.ram_margin_bytes == 262_144 - 5_794 - runtime.ram_bytes
+    assert not tflm_fit(board("samd21"), 700_000, 5_000, 794, runtime).fits
 
 
 @pytest.mark.parametrize("runtime", ["tflm", "c"])
 def test_a_model_at_a_boards_limit_fits_and_one_byte_over_does_not(runtime, fashion):
-    boards, tflm_flash = load_boards()
-    board, io = boards["samd21"], io_bytes(fashion)
-    # A C runtime's measured flash holds its code; TFLM's code is boards.toml's estimate on top of the model.
-    code = tflm_flash if runtime == "tflm" else 0
-    flash, ram = board.flash_bytes - code, board.ram_bytes - io
+    chosen, io, tflm = board("samd21"), io_bytes(fashion), tflm_runtime()
+    # A C runtime's measured flash and RAM hold its code and stack; TFLM's are added to the model's.
+    code, own_ram = (tflm.code_bytes, tflm.ram_bytes) if runtime == "tflm" else (0, 0)
+    flash, ram = chosen.flash_bytes - code, chosen.ram_bytes - io - own_ram
     search_target = resolve_target("samd21", None, None, runtime)
     for extra_flash, extra_ram, fits in ((0, 0, True), (1, 0, False), (0, 1, False)):
         model, working = flash + extra_flash, ram + extra_ram
-        verdict = fit(board, model, working, io, code)
+        verdict = fit(chosen, model, working + own_ram, io, code)
         assert verdict.fits is fits and min(verdict.flash_margin_bytes, verdict.ram_margin_bytes) == -(not fits)
-        # Every caller asks the same rule: export's list and verdict, and the search's finalists.
+        # Every caller asks the same rule: export's list and verdict, and the search's trials and finalists.
         if runtime == "tflm":
-            listed = boards_that_fit(model, working, io)
+            listed = boards_that_fit(model, working, io, tflm)
             assert search_target.fits(model, working) is fits and (search_target.excess(model, working) <= 0) is fits
             report = {}
         else:
             listed = boards_that_hold(model, working, io)
-            assert search_target.fit_of(model, working, runtime_flash=0).fits is fits
+            assert search_target.holds(model, working).fits is fits
             report = {"c": {"checked": True, "flash_bytes": model, "ram_bytes": working}}
         assert ("samd21" in listed) is fits
-        assert target_verdict("samd21", report, model, working, io)["fits"] is fits
+        assert target_verdict("samd21", report, model, working, io, tflm)["fits"] is fits
     if runtime == "c":  # before training, the search bounds the C runtime's code by footprint's constant
-        assert search_target.fits(board.flash_bytes - FIXED_FLASH_BYTES, ram)
-        assert not search_target.fits(board.flash_bytes - FIXED_FLASH_BYTES + 1, ram)
-        assert search_target.excess(board.flash_bytes - FIXED_FLASH_BYTES, ram) == 0
+        assert search_target.fits(chosen.flash_bytes - FIXED_FLASH_BYTES, ram)
+        assert not search_target.fits(chosen.flash_bytes - FIXED_FLASH_BYTES + 1, ram)
+        assert search_target.excess(chosen.flash_bytes - FIXED_FLASH_BYTES, ram) == 0
+
+
+def test_without_tflms_trees_every_tflm_verdict_says_it_is_estimated(monkeypatch, fashion):
+    monkeypatch.delenv("DENSELAB_TFLM_TREES")
+    runtime = tflm_runtime()
+    assert runtime == estimate("DENSELAB_TFLM_TREES is unset, so no TFLM tree was found")
+    assert not runtime.measured and runtime.basis.startswith("estimated (DENSELAB_TFLM_TREES is unset")
+    verdict = target_verdict("samd21", {}, 100_000, 5_000, io_bytes(fashion), runtime)
+    assert verdict["flash_is_estimate"] and verdict["tflm_runtime"]["basis"] == runtime.basis
+    assert verdict["flash_margin_bytes"] == 262_144 - 100_000 - runtime.code_bytes
+    target = resolve_target("samd21", None, None, "tflm")
+    assert target.as_dict()["runtime_flash_is_estimate"] and target.runtime_basis == runtime.basis
+    # An op that denselab's firmware does not build cannot be measured either.
+    monkeypatch.setenv("DENSELAB_TFLM_TREES", "/nonexistent")
+    assert tflm_runtime(("SELECT",)).basis.startswith("estimated (denselab does not build the kernel of op SELECT)")
 
 
 def test_whole_export_with_target_and_c_sources(deeper_dir, fashion, tmp_path):

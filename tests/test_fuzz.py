@@ -1,4 +1,4 @@
-"""Fuzzing the four parsers of outside input: IDX files, images, study files, /predict bodies.
+"""Fuzzing the parsers of outside input: IDX files, images, study files, /predict bodies, and more.
 
 Each parser gets fully random input and mutations of a valid one (bytes flipped, cut or
 added; lines, keys and values changed). The property is the README's promise for bad
@@ -587,3 +587,22 @@ def test_ray_address(address):
     if parsed is not None:
         host, port = parsed
         assert host and host in address and 0 < port < 65536 and int(address.rpartition(":")[2]) == port
+
+
+# --- TFLM's measured figures in the cache -----------------------------------------------------
+
+FIGURE_VALUES = st.integers(-5, 10**7) | st.floats(allow_nan=True) | st.text(max_size=4) | st.none() | st.booleans()
+
+
+@FUZZ
+@given(data=st.binary(max_size=128) | st.dictionaries(
+    st.sampled_from(["code_bytes", "static_ram_bytes", "interpreter_bytes", "stack_bytes", "ops"]), FIGURE_VALUES,
+    max_size=5).map(lambda figures: json.dumps(figures).encode()))
+@example(data=b'{"code_bytes": true, "static_ram_bytes": 0, "interpreter_bytes": 0, "stack_bytes": 0}')
+def test_a_damaged_tflm_figures_entry_is_measured_again(fuzz_dir, data):
+    """A cache entry is read as TFLM's figures only when it holds all four as byte counts; else it is remeasured."""
+    from denselab.deploy.tflm_runtime import FIGURES, read_figures
+
+    (fuzz_dir / "runtime.json").write_bytes(data)
+    figures = read_figures(fuzz_dir / "runtime.json")
+    assert figures is None or all(type(figures[name]) is int and figures[name] >= 0 for name in FIGURES)

@@ -86,6 +86,10 @@ def test_no_table_cell_wraps_a_number(browser, report_file, width, tmp_path):
     page, requests = open_report(browser, report_file, width)
     cells = page.evaluate("() => [...document.querySelectorAll('td')].map(cell => cell.textContent)")
     assert any("±" in cell for cell in cells) and "✓ ✓" in cells  # the tables are there
+    # The boards' note says what TFLM itself was counted at, and that it was measured.
+    from denselab.deploy.tflm_runtime import tflm_runtime
+    tflm = tflm_runtime()
+    assert f"({tflm.code_bytes:,} and {tflm.ram_bytes:,} bytes, measured on the Cortex-M4" in page.inner_text("body")
     assert page.evaluate(WRAPPED_NUMBERS) == []
     # Self-contained: the page asked for nothing but itself and its embedded images.
     assert all(url.startswith(("file://", "data:")) for url in requests), requests

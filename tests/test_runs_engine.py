@@ -115,8 +115,8 @@ def test_every_run_is_recorded_once_under_each_executor(driver, reference, fashi
         assert here["test_accuracy"] == there["test_accuracy"]
         assert here["test_loss"] == pytest.approx(there["test_loss"], rel=1e-6)
         # Deployment figures are measured in the worker and stored with the run.
-        assert (here["int8_bytes"], here["int8_accuracy"], here["arena_bytes"], here["boards"]) == \
-            (there["int8_bytes"], there["int8_accuracy"], there["arena_bytes"], there["boards"])
+        deployment = ("int8_bytes", "int8_accuracy", "arena_bytes", "int8_ops", "boards")
+        assert [here[key] for key in deployment] == [there[key] for key in deployment]
 
     # Run again: finished runs are reused and never touched; failed ones are tried again.
     again = driver.run(fashion_slice_dir, tmp_path)
@@ -130,7 +130,9 @@ def test_stored_deployment_figures_match_a_fresh_measurement(reference, fashion_
     dataset = load_dataset("fashion-mnist", fashion_slice_dir, allow_download=False)
     fresh = deployment_figures(load_model(Path(run["model_path"])), dataset, "scale")
     assert fresh == {"int8_bytes": run["int8_bytes"], "int8_accuracy": run["int8_accuracy"],
-                     "arena_bytes": run["arena_bytes"], "boards": json.loads(run["boards"])}
+                     "arena_bytes": run["arena_bytes"], "int8_ops": json.loads(run["int8_ops"]),
+                     "boards": json.loads(run["boards"])}
+    assert fresh["int8_ops"] == ["FULLY_CONNECTED", "RESHAPE", "SOFTMAX"]
     assert 30_000 < run["int8_bytes"] < 40_000 and "nano33ble" in fresh["boards"]
     # int8 costs little accuracy against the float model scored on the same images.
     assert abs(run["int8_accuracy"] - run["test_accuracy"]) < 0.02

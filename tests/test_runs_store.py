@@ -88,22 +88,28 @@ def test_a_schema_1_file_keeps_its_runs_and_gains_the_newer_columns(tmp_path):
         assert old["test_accuracy"] == 0.8 and old["int8_bytes"] is None and old["boards"] is None
         assert old["execution"] is None
         run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
+        ops = ["FULLY_CONNECTED", "RESHAPE", "SOFTMAX"]
         store.finish_run(run_id, {**RESULT, "int8_bytes": 18_648, "arena_bytes": 3_376, "boards": ["samd21"],
-                                  "execution": execution})
+                                  "int8_ops": ops, "execution": execution})
         new = store.run(run_id)
-    assert (new["int8_bytes"], new["arena_bytes"], new["boards"]) == (18_648, 3_376, ["samd21"])
+    assert (new["int8_bytes"], new["arena_bytes"], new["boards"], new["int8_ops"]) == (18_648, 3_376, ["samd21"], ops)
     assert new["execution"] == execution
     with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
 
 
-def test_a_schema_2_file_gains_the_execution_column(tmp_path):
+@pytest.mark.parametrize("version, columns, column, value", [
+    (2, "int8_bytes INTEGER, int8_accuracy REAL, arena_bytes INTEGER, boards TEXT,", "execution",
+     {"mode": "alone", "seeds": 1, "device": "cpu"}),
+    (3, "int8_bytes INTEGER, int8_accuracy REAL, arena_bytes INTEGER, boards TEXT, execution TEXT,", "int8_ops",
+     ["SOFTMAX"]),
+])
+def test_an_older_file_gains_the_newer_column(version, columns, column, value, tmp_path):
     with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
-        connection.executescript(SCHEMA_1.replace("error TEXT,", "error TEXT, int8_bytes INTEGER, int8_accuracy REAL, "
-                                                  "arena_bytes INTEGER, boards TEXT,")
-                                 .replace("PRAGMA user_version=1", "PRAGMA user_version=2"))
+        connection.executescript(SCHEMA_1.replace("error TEXT,", f"error TEXT, {columns}")
+                                 .replace("PRAGMA user_version=1", f"PRAGMA user_version={version}"))
     with RunStore(tmp_path / "runs.sqlite") as store:
-        assert store.finished(RunKey("s", "v", "abc", 0))["execution"] is None
+        assert store.finished(RunKey("s", "v", "abc", 0))[column] is None
         run_id = store.start_run(RunKey("s", "v", "abc", 1), {})
-        store.finish_run(run_id, {**RESULT, "execution": {"mode": "alone", "seeds": 1, "device": "cpu"}})
-        assert store.run(run_id)["execution"]["mode"] == "alone"
+        store.finish_run(run_id, {**RESULT, column: value})
+        assert store.run(run_id)[column] == value

@@ -28,6 +28,7 @@ from denselab.data.dataset import CLASS_NAMES, DATASETS, DEFAULT_DATASET, IMAGE_
 from denselab.data.images import load_image_file
 from denselab.data.sources import find_dataset, load_dataset, load_test_split
 from denselab.deploy.export import ExportOptions, export_for_microcontroller, export_tflite_file
+from denselab.deploy.tflm_runtime import trees_status
 from denselab.errors import BadInput
 from denselab.extras import require_extra
 from denselab.model.evaluate import Evaluation, evaluate_model
@@ -376,7 +377,7 @@ def serve_model(model: Path | str, *, host: str = SERVE_HOST, port: int = SERVE_
 
 
 def info() -> dict:
-    """Datasets found and where, the Keras backend, and versions: what `denselab info --json` prints."""
+    """Datasets found and where, the Keras backend, versions, and TFLM's trees: what `denselab info --json` prints."""
     versions = {"python": platform.python_version()}
     for package in ("denselab", "keras", "jax", "jaxlib", "tensorflow-cpu", "numpy", "ai-edge-litert"):
         try:
@@ -390,7 +391,8 @@ def info() -> dict:
             datasets[name] = {"found": True, "directory": str(directory), "source": source}
         except BadInput as error:
             datasets[name] = {"found": False, "problem": str(error)}
-    return {"keras_backend": os.environ.get("KERAS_BACKEND"), "datasets": datasets, "versions": versions}
+    return {"keras_backend": os.environ.get("KERAS_BACKEND"), "datasets": datasets, "versions": versions,
+            "tflm": trees_status()}
 
 
 def class_names(model: Model) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from denselab import api
-from denselab.cli.app import DataDirOption, JsonOption, app, console, print_json
+from denselab.cli.app import DataDirOption, JsonOption, app, console, measure_tflm_first, print_json
 from denselab.deploy.export import QUANTIZE_ALL, ExportOptions
 
 # The options' defaults are ExportOptions': one home for each.
@@ -49,6 +49,7 @@ def export(
                             c_array=c_array, c_array_images=c_array_images, target=target, tflm_images=tflm_images,
                             runtime=runtime, check=check, host_images=host_images, qemu_images=qemu_images,
                             normalization=normalization)
+    measure_tflm_first()
     _print_report(api.export(model, options, out, data_dir=data_dir).as_dict(), as_json)
 
 
@@ -63,7 +64,8 @@ def _print_report(report: dict, as_json: bool) -> None:
     if report["target"]:
         fit = report["target"]
         verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
-        basis = "TFLM, runtime flash estimated" if fit["flash_is_estimate"] else "C runtime, measured"
+        basis = "C runtime, measured" if fit["runtime"] == "c" else \
+            f"TFLM, its own code and RAM {'estimated' if fit['flash_is_estimate'] else 'measured'}"
         console.print(f"{escape(fit['board'])}: {verdict} ({basis}; flash margin {fit['flash_margin_bytes']:,} "
                       f"bytes, RAM margin {fit['ram_margin_bytes']:,} bytes)")
     for path in report["c_sources"]:
@@ -87,6 +89,9 @@ def _print_exports(report: dict) -> None:
         console.print(f"TensorFlow Lite Micro: {tflm['images']} test images, accuracy {tflm['accuracy']:.4f}, "
                       f"outputs {'identical to' if tflm['identical_to_reference'] else '[red]different from[/]'} "
                       f"LiteRT's reference kernels; smallest arena {tflm['arena_bytes']:,} bytes")
+        runtime = report["tflm_runtime"]
+        console.print(f"TFLM itself: {runtime['code_bytes']:,} bytes of code, {runtime['ram_bytes']:,} bytes of RAM "
+                      f"besides the arena, {escape(runtime['basis'])}")
         console.print("fits with TFLM: " + (", ".join(report["boards_that_fit"]) or "no listed board"))
 
 

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from denselab import api
@@ -200,7 +201,7 @@ def predict(
 
 @app.command()
 def info(as_json: JsonOption = False):
-    """Datasets found and where, the Keras backend, and versions."""
+    """Datasets found and where, the Keras backend, versions, and TFLM's trees."""
     report = api.info()
     datasets, versions = report["datasets"], report["versions"]
     if as_json:
@@ -212,3 +213,10 @@ def info(as_json: JsonOption = False):
         table.add_row(name, found["source"] if found["found"] else f"[red]not found[/]: {found['problem']}")
     console.print(table)
     console.print("versions: " + ", ".join(f"{name} {version or '-'}" for name, version in versions.items()))
+    tflm = report["tflm"]
+    if tflm["problem"]:
+        console.print(f"TFLM trees: [red]{escape(tflm['problem'])}[/]")
+    elif tflm["trees"]:
+        console.print(f"TFLM trees: {escape(tflm['trees'])} (TFLM verdicts measured)", soft_wrap=True)
+    else:
+        console.print("TFLM trees: none (DENSELAB_TFLM_TREES unset): TFLM verdicts are estimated")

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from denselab import api
-from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
+from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, measure_tflm_first, print_json
 from denselab.cli.study_commands import DbOption
 from denselab.model_search import MAX_FINALISTS
 from denselab.model_search.run import SearchSettings
@@ -57,6 +57,8 @@ def search(
             console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "
                           f"{', '.join(map(str, settings.rungs()))} epochs; runs in {db}")
 
+    if runtime == "tflm":
+        measure_tflm_first()
     try:
         with _SearchProgress() as on_progress:
             result = api.search(target, SearchSettings(trials, epochs_max, seed, time_budget, validation),

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from denselab import api
-from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, print_json
+from denselab.cli.app import DataDirOption, JsonOption, app, console, err_console, measure_tflm_first, print_json
 
 # --- explore ---------------------------------------------------------------------------
 
@@ -49,6 +49,7 @@ def explore(
             console.print(f"study {study.name} ({source}): {len(study.variants)} variants × {len(study.seeds)} "
                           f"seeds; runs in {db}")
 
+    measure_tflm_first()  # each run's boards use TFLM's figures
     try:
         with _study_progress() as on_progress:
             result = api.explore(study_file, seeds=seeds, epochs=epochs, out=out, runner=runner, data_dir=data_dir,
@@ -78,7 +79,7 @@ def _print_report(report, outcome, out: Path) -> None:
     for run in outcome.failed:
         console.print(f"[red]failed[/]: {escape(run['variant'])} seed {run['seed']}: {escape(run['error'].splitlines()[0])}")
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
-    _print_next_steps(report, outcome)
+    _print_next_steps(report.best.name, outcome.best_model)
 
 
 def _variants_table(summaries) -> Table:
@@ -95,14 +96,12 @@ def _variants_table(summaries) -> Table:
     return table
 
 
-def _print_next_steps(report, outcome) -> None:
-    """What to try next, with the study's most accurate model."""
-    best = report.best
-    runs = sorted((run for run in outcome.runs if run["variant"] == best.name), key=lambda run: run["seed"])
-    if not runs:
+def _print_next_steps(variant: str, model: Path | None) -> None:
+    """What to try next, with the study's most accurate model (StudyResult.best_model)."""
+    if model is None:
         return
-    console.print(f"next, with the most accurate variant ({escape(best.name)}):")
-    console.print(f"  MODEL={escape(runs[0]['model_path'])}", soft_wrap=True, highlight=False)
+    console.print(f"next, with the most accurate variant ({escape(variant)}):")
+    console.print(f"  MODEL={escape(str(model))}", soft_wrap=True, highlight=False)
     for why, command in (
         ("predict your own photo (PNG or JPEG)", "denselab predict $MODEL photo.png"),
         ("a page to draw on, at http://127.0.0.1:8000", "denselab serve $MODEL"),

@@ -2,10 +2,11 @@
 
 One rule, `fit`, answers it for every caller (export, the study report, the search and its
 finalists), so a verdict cannot differ between them: flash must hold the model plus the
-runtime's code (TFLM's an estimate from boards.toml; the C runtime's measured, or bounded
-from the layer sizes, and already part of its flash figure); RAM must hold the runtime's
-working memory (TFLM's arena, or the C runtime's activations and stack) plus one int8 input
-and one int8 output.
+runtime's code; RAM must hold the runtime's working memory plus one int8 input and one int8
+output. For TFLM (`tflm_fit`) the code, and the RAM besides the model's arena (static data,
+the interpreter, one Invoke()'s stack), are denselab.deploy.tflm_runtime's: measured, or an
+estimate that says so. The C runtime's flash and RAM are measured, or bounded from the layer
+sizes, and already hold its code and stack.
 """
 
 import tomllib
@@ -15,6 +16,7 @@ from typing import Protocol
 
 from denselab.data.dataset import IMAGE_SIDE
 from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
+from denselab.deploy.tflm_runtime import TFLMRuntime
 from denselab.errors import BadInput
 
 
@@ -44,11 +46,18 @@ class Budget(Protocol):
     def ram_bytes(self) -> int: ...
 
 
-def load_boards() -> tuple[dict[str, Board], int]:
-    """The boards of boards.toml by key, and the estimated flash bytes of the TFLM runtime."""
+def load_boards() -> dict[str, Board]:
+    """The boards of boards.toml by key."""
     document = tomllib.loads((resources.files("denselab.deploy") / "boards.toml").read_text())
-    boards = {key: Board(key, **fields) for key, fields in document["boards"].items()}
-    return boards, document["runtime_flash_bytes"]
+    return {key: Board(key, **fields) for key, fields in document["boards"].items()}
+
+
+def board(target: str) -> Board:
+    """The board of boards.toml named `target`, or BadInput listing them."""
+    boards = load_boards()
+    if target not in boards:
+        raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
+    return boards[target]
 
 
 @dataclass(frozen=True)
@@ -86,25 +95,20 @@ def fit(budget: Budget, model_bytes: int, working_ram: int, io: int, runtime_fla
     return Fit(budget, model_bytes + runtime_flash, working_ram + io)
 
 
-def board_fit(target: str, model_bytes: int, arena_bytes: int, io_bytes: int, runtime_flash: int | None = None) -> Fit:
-    """`fit` on the board of boards.toml named `target`; `runtime_flash` defaults to TFLM's estimated code size."""
-    boards, tflm_flash = load_boards()
-    if target not in boards:
-        raise BadInput(f"unknown target {target!r}; choose one of {', '.join(boards)}")
-    code = tflm_flash if runtime_flash is None else runtime_flash
-    return fit(boards[target], model_bytes, arena_bytes, io_bytes, code)
+def tflm_fit(budget: Budget, model_bytes: int, arena_bytes: int, io: int, runtime: TFLMRuntime) -> Fit:
+    """`fit` under TFLM: the model and TFLM's code in flash; the arena, TFLM's own RAM and the I/O in RAM."""
+    return fit(budget, model_bytes, arena_bytes + runtime.ram_bytes, io, runtime.code_bytes)
 
 
-def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int) -> list[str]:
+def boards_that_fit(model_bytes: int, arena_bytes: int, io_bytes: int, runtime: TFLMRuntime) -> list[str]:
     """Boards that hold this int8 model under TFLM, with its arena."""
-    boards, tflm_flash = load_boards()
-    return [key for key, board in boards.items() if fit(board, model_bytes, arena_bytes, io_bytes, tflm_flash).fits]
+    return [key for key, board in load_boards().items()
+            if tflm_fit(board, model_bytes, arena_bytes, io_bytes, runtime).fits]
 
 
 def boards_that_hold(flash_bytes: int, ram_bytes: int, io_bytes: int) -> list[str]:
     """Boards that hold a build whose flash figure already includes its runtime's code, as the C runtime's does."""
-    boards, _ = load_boards()
-    return [key for key, board in boards.items() if fit(board, flash_bytes, ram_bytes, io_bytes, 0).fits]
+    return [key for key, board in load_boards().items() if fit(board, flash_bytes, ram_bytes, io_bytes, 0).fits]
 
 
 def boards_that_fit_c(hidden_units: tuple[int, ...], class_names: tuple[str, ...], io_bytes: int) -> list[str]:
@@ -122,11 +126,12 @@ def io_bytes(dataset) -> int:
     return io_bytes_for(len(dataset.class_names))
 
 
-def target_verdict(target: str, report: dict, model_bytes: int, arena_bytes: int, needed_io: int) -> dict:
-    """The board's verdict: on the C runtime's measured figures when the report has them, else on TFLM's estimate."""
-    c = report.get("c")
+def target_verdict(target: str, report: dict, model_bytes: int, arena_bytes: int, needed_io: int,
+                   runtime: TFLMRuntime) -> dict:
+    """The board's verdict: on the C runtime's measured figures when the report has them, else under TFLM's."""
+    chosen, c = board(target), report.get("c")
     if c and c.get("checked"):
-        verdict = board_fit(target, c["flash_bytes"], c["ram_bytes"], needed_io, runtime_flash=0).as_dict()
+        verdict = fit(chosen, c["flash_bytes"], c["ram_bytes"], needed_io, 0).as_dict()
         return {**verdict, "runtime": "c", "flash_is_estimate": False}
-    verdict = board_fit(target, model_bytes, arena_bytes, needed_io).as_dict()
-    return {**verdict, "runtime": "tflm", "flash_is_estimate": True}
+    verdict = tflm_fit(chosen, model_bytes, arena_bytes, needed_io, runtime).as_dict()
+    return {**verdict, "runtime": "tflm", "flash_is_estimate": not runtime.measured, "tflm_runtime": runtime.as_dict()}

@@ -7,12 +7,13 @@ from pathlib import Path
 from denselab.data.dataset import DEFAULT_DATASET, check_normalization
 from denselab.data.sources import load_dataset
 from denselab.deploy import toolchain
-from denselab.deploy.boards import boards_that_fit, io_bytes, load_boards, target_verdict
+from denselab.deploy.boards import board, boards_that_fit, io_bytes, target_verdict
 from denselab.deploy.c_array import c_array_sources, main_program, write_c_sources
 from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
 from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
-from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
+from denselab.deploy.tflm import TFLM_IMAGES, arena_for_shapes, check_under_tflm
 from denselab.deploy.tflm_build import checked_ops
+from denselab.deploy.tflm_runtime import check_trees, op_set, tflm_runtime
 from denselab.errors import BadInput
 from denselab.model.spec import check_model_file, spec_of
 
@@ -57,12 +58,8 @@ class ExportOptions:
             raise BadInput(f"--c-array-images must be from 1 to {MAX_C_ARRAY_IMAGES}, got {self.c_array_images}")
         if self.tflm_images < 1:
             raise BadInput(f"--tflm-images must be >= 1, got {self.tflm_images}")
-        boards, _ = load_boards()
-        if self.target is not None and self.target not in boards:
-            raise BadInput(f"unknown target {self.target!r}; choose one of {', '.join(boards)}")
-        if self.runtime == "c" and self.check:
-            for program in CHECK_PROGRAMS:  # before anything is written
-                toolchain.find(program)
+        if self.target is not None:
+            board(self.target)
 
     @property
     def quantizations(self) -> list[str]:
@@ -74,41 +71,57 @@ class ExportOptions:
         return {"check": self.check, "host_images": self.host_images, "qemu_images": self.qemu_images}
 
 
+def _check_tools(options: ExportOptions) -> None:
+    """What this machine must have for `options`, asked before anything is written: the C
+    runtime's compilers and QEMU, and TFLM's trees where DENSELAB_TFLM_TREES names them."""
+    if options.runtime == "c" and options.check:
+        for program in CHECK_PROGRAMS:
+            toolchain.find(program)
+    check_trees()
+
+
 def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir: Path) -> dict:
     """Export `trained` (a TrainingRun or TrainedModel) in each quantization and, for int8, check it under TFLM.
 
     With `runtime="c"` the int8 model also becomes the C runtime (denselab.deploy.c_runtime.export),
-    and the target's verdict uses the C runtime's measured flash and RAM instead of TFLM's estimate.
+    and the target's verdict uses the C runtime's measured flash and RAM instead of TFLM's.
 
     Returns:
-        What `denselab export --json` prints: the exports, the TFLM check, MACs, the C
-        runtime, and the target board's verdict (the last three only where an int8 export exists).
+        What `denselab export --json` prints: the exports, the TFLM check, TFLM's own flash and
+        RAM (tflm_runtime), MACs, the C runtime, and the target board's verdict (all but the
+        exports only where an int8 export exists).
     """
     model, normalization = trained.model, trained.normalization
-    if options.runtime == "c":  # refused before any file is written
+    _check_tools(options)  # refused before any file is written
+    if options.runtime == "c":
         check_c_options(spec_of(model).hidden_units, dataset.class_names, **options.c_options)
-    exports = export_model(model, options.quantizations, dataset, out_dir, normalization, options.calibration)
+    def accept(quantize: str, model_bytes: bytes) -> None:
+        # main.cc registers every op of the int8 model: each must be one TFLM's firmware can build.
+        if quantize == "int8" and options.c_array:
+            checked_ops(op_names(model_bytes))
+
+    exports = export_model(model, options.quantizations, dataset, out_dir, normalization, options.calibration, accept)
     report = {
         "model": model.name, "keras_test_accuracy": exports[0].test_accuracy + exports[0].accuracy_drop,
         "exports": [result.as_dict() for result in exports], "tflm": None, "macs": spec_of(model).macs(),
-        "target": None, "boards_that_fit": [], "c_sources": [], "c": None,
+        "tflm_runtime": None, "target": None, "boards_that_fit": [], "c_sources": [], "c": None,
     }
     int8 = next((result for result in exports if result.quantize == "int8"), None)
     if int8 is None:  # ExportOptions refuses a target, C sources or the C runtime without it
         return report
     model_bytes = int8.path.read_bytes()
-    if options.c_array:  # main.cc registers every op of the model: each must be one TFLM's firmware can build
-        checked_ops(op_names(model_bytes))
     count = min(options.tflm_images, len(dataset.test_labels))
     check = check_under_tflm(model_bytes, dataset.test_images[:count], dataset.test_labels[:count], normalization)
     report["tflm"] = check.as_dict()
-    needed_io = io_bytes(dataset)
-    report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io)
+    needed_io, runtime = io_bytes(dataset), tflm_runtime(op_set(model_bytes), model_bytes)
+    report["tflm_runtime"] = runtime.as_dict()
+    report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io, runtime)
     if options.runtime == "c":
         report["c"] = export_c_runtime(model_bytes, str(int8.path), dataset, normalization, out_dir, model.name,
                                        **options.c_options)
     if options.target:
-        report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io)
+        report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io,
+                                          runtime)
     if options.c_array:
         sources = c_array_sources(model_bytes, model.name)
         count = options.c_array_images
@@ -129,10 +142,14 @@ def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_
     except OSError as error:
         raise BadInput(f"cannot read {model}: {error.strerror}") from None
     dataset = load_dataset(DEFAULT_DATASET, data_dir)
-    report = {"model": model.stem, "exports": [], "tflm": None, "macs": None, "target": None,
+    _check_tools(options)
+    report = {"model": model.stem, "exports": [], "tflm": None, "tflm_runtime": None, "macs": None, "target": None,
               "boards_that_fit": [], "c_sources": [],
               "c": export_c_runtime(model_bytes, str(model), dataset, options.normalization, out_dir, model.stem,
                                     **options.c_options)}
     if options.target:
-        report["target"] = target_verdict(options.target, report, len(model_bytes), 0, io_bytes(dataset))
+        # Under TFLM where the C runtime was not checked: its arena, as the int8 export's is.
+        runtime = tflm_runtime(op_set(model_bytes), model_bytes)
+        report["target"] = target_verdict(options.target, report, len(model_bytes), arena_for_shapes(model_bytes),
+                                          io_bytes(dataset), runtime)
     return report

@@ -94,7 +94,7 @@ def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> F
     fits, c = target.fits(len(model_bytes), tflm["arena_bytes"]), None
     if target.runtime == "c":
         c = export_c_runtime(model_bytes, str(tflite_path), full, normalization, folder / f"{name}_c", name)
-        fits = target.fit_of(c["flash_bytes"], c["ram_bytes"], runtime_flash=0).fits
+        fits = target.holds(c["flash_bytes"], c["ram_bytes"]).fits
     study_text = study_toml(f"search-{name}", f"Reproduces search trial {name}, trained on all training images "
                             f"({'the winner' if winner else 'a Pareto point'} for {target.name}).", seeds, variant)
     study_path = write_bytes_atomically(folder / f"{name}.study.toml", study_text.encode())

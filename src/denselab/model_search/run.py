@@ -121,10 +121,11 @@ def require_room(target: Target, footprints: Footprints) -> None:
     """Refuse a budget that not even the search's smallest model fits, saying that model's size."""
     smallest = space.smallest_architecture()
     size, arena = footprints(smallest)
-    if not target.fits(size, arena):
+    needed = target.fit_of(size, arena)
+    if not needed.fits:
         raise BadInput(f"{target.name} is too small for any model of the search: the smallest, Dense{smallest}, "
                        f"needs {size:,} bytes of flash for the model (limit {target.model_flash_limit:,}) and "
-                       f"{arena:,} bytes of arena")
+                       f"{needed.ram_needed:,} bytes of RAM (limit {target.ram_bytes:,})")
 
 
 def run_search(

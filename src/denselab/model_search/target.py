@@ -13,18 +13,15 @@ with the trained model's to a few bytes (8 of 699 928 seen), the arena exactly. 
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from denselab.data.dataset import NUM_CLASSES
 from denselab.deploy.boards import Fit, fit, io_bytes_for, load_boards
 from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES, c_model_bytes, c_ram_bytes
-from denselab.deploy.tflite import convert
+from denselab.deploy.tflite import int8_of_shape
 from denselab.deploy.tflm import arena_for_shapes
+from denselab.deploy.tflm_runtime import DENSE_OPS, tflm_runtime
 from denselab.errors import BadInput
-from denselab.model.spec import ModelSpec, build_model
 
 RUNTIMES = ("tflm", "c")
-BIAS_FOR_MEASURING = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,22 +31,25 @@ class Target:
     flash_bytes: int
     ram_bytes: int
     runtime: str
-    runtime_flash_bytes: int  # the runtime's code: an estimate for TFLM, a measured bound for the C runtime
+    runtime_flash_bytes: int  # the runtime's code: TFLM's (tflm_runtime), or a measured bound for the C runtime
+    runtime_ram_bytes: int = 0  # TFLM's RAM besides the arena; the C runtime's is in each trial's figure
+    runtime_basis: str = "measured"  # how the runtime's figures were got
+    runtime_measured: bool = True
 
     @property
     def model_flash_limit(self) -> int:
         """The largest int8 model the flash holds beside the runtime."""
         return self.flash_bytes - self.runtime_flash_bytes
 
-    def fit_of(self, model_bytes: int, working_ram: int, runtime_flash: int | None = None) -> Fit:
-        """denselab.deploy.boards.fit on this budget, with the search's dataset's I/O.
-
-        `runtime_flash` defaults to this runtime's code; a C runtime's measured flash already
-        holds it, so the finalists pass 0.
-        """
-        code = self.runtime_flash_bytes if runtime_flash is None else runtime_flash
+    def fit_of(self, model_bytes: int, working_ram: int) -> Fit:
+        """denselab.deploy.boards.fit on this budget, with the runtime's code and RAM and the search's I/O."""
         # Every search runs on Fashion-MNIST (the CLI's and denselab.api's), so its output is NUM_CLASSES wide.
-        return fit(self, model_bytes, working_ram, io_bytes_for(NUM_CLASSES), code)
+        return fit(self, model_bytes, working_ram + self.runtime_ram_bytes, io_bytes_for(NUM_CLASSES),
+                   self.runtime_flash_bytes)
+
+    def holds(self, flash_bytes: int, ram_bytes: int) -> Fit:
+        """`fit` of a build whose flash and RAM already hold its runtime, as a C runtime's measured figures do."""
+        return fit(self, flash_bytes, ram_bytes, io_bytes_for(NUM_CLASSES), 0)
 
     def fits(self, int8_bytes: int, arena_bytes: int) -> bool:
         return self.fit_of(int8_bytes, arena_bytes).fits
@@ -62,29 +62,40 @@ class Target:
     def as_dict(self) -> dict:
         return {"name": self.key, "board": self.name, "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
                 "runtime": self.runtime, "runtime_flash_bytes": self.runtime_flash_bytes,
-                "runtime_flash_is_estimate": self.runtime == "tflm"}
+                "runtime_ram_bytes": self.runtime_ram_bytes, "runtime_flash_is_estimate": not self.runtime_measured,
+                "runtime_basis": self.runtime_basis}
 
 
 def resolve_target(board: str | None, flash_kb: float | None, ram_kb: float | None, runtime: str = "tflm") -> Target:
-    """A board of boards.toml (`board`), or a custom budget of `flash_kb` and `ram_kb` kilobytes."""
+    """A board of boards.toml (`board`), or a custom budget of `flash_kb` and `ram_kb` kilobytes.
+
+    Under TFLM the runtime's figures are tflm_runtime's for the search space's ops (measured the
+    first time, which builds TFLM when it is not cached); under the C runtime, FIXED_FLASH_BYTES.
+    """
     if runtime not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    boards, tflm_flash = load_boards()
-    runtime_flash = tflm_flash if runtime == "tflm" else FIXED_FLASH_BYTES
+    boards = load_boards()
     if board is not None and (flash_kb is not None or ram_kb is not None):
         raise BadInput("give either --target BOARD or a custom budget (--flash KB --ram KB), not both")
     if board is not None:
         if board not in boards:
             raise BadInput(f"unknown target {board!r}; choose one of {', '.join(boards)}, or give --flash KB --ram KB")
         chosen = boards[board]
-        return Target(board, chosen.name, chosen.flash_bytes, chosen.ram_bytes, runtime, runtime_flash)
-    if flash_kb is None or ram_kb is None:
-        raise BadInput("a search needs --target BOARD, or a custom budget with both --flash KB and --ram KB")
-    for option, value in (("--flash", flash_kb), ("--ram", ram_kb)):
-        if not 0 < value < math.inf:
-            raise BadInput(f"{option} must be a positive number of kilobytes, got {value}")
-    return Target("custom", f"custom budget ({flash_kb:g} KB flash, {ram_kb:g} KB RAM)",
-                  int(flash_kb * 1024), int(ram_kb * 1024), runtime, runtime_flash)
+        key, name, flash, ram = board, chosen.name, chosen.flash_bytes, chosen.ram_bytes
+    else:
+        if flash_kb is None or ram_kb is None:
+            raise BadInput("a search needs --target BOARD, or a custom budget with both --flash KB and --ram KB")
+        for option, value in (("--flash", flash_kb), ("--ram", ram_kb)):
+            if not 0 < value < math.inf:
+                raise BadInput(f"{option} must be a positive number of kilobytes, got {value}")
+        key, name = "custom", f"custom budget ({flash_kb:g} KB flash, {ram_kb:g} KB RAM)"
+        flash, ram = int(flash_kb * 1024), int(ram_kb * 1024)
+    if runtime == "c":
+        return Target(key, name, flash, ram, runtime, FIXED_FLASH_BYTES, 0,
+                      "denselab's C runtime: its code at most this, measured")
+    # The search space is the exercise's family with relu (space.py), so its ops are DENSE_OPS.
+    tflm = tflm_runtime(DENSE_OPS)
+    return Target(key, name, flash, ram, runtime, tflm.code_bytes, tflm.ram_bytes, tflm.basis, tflm.measured)
 
 
 class Footprints:
@@ -100,14 +111,7 @@ class Footprints:
         return self.measured[hidden_units]
 
     def _measure(self, hidden_units):
-        model = build_model(ModelSpec(hidden_units))
-        for layer in model.layers[1:]:
-            kernel, bias = layer.get_weights()
-            # Keras starts biases at zero, and the converter stores identical all-zero biases
-            # differently (a smaller file, a smaller arena: 683 080 and 12 208 bytes against a
-            # trained 512-512 model's 699 928 and 14 424, seen). Trained biases are never all zero.
-            layer.set_weights([kernel, np.full_like(bias, BIAS_FOR_MEASURING)])
-        model_bytes = convert(model, "int8", self.calibration_images)
+        model_bytes = int8_of_shape(hidden_units, self.calibration_images)
         return len(model_bytes), arena_for_shapes(model_bytes)
 
 

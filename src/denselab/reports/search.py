@@ -86,7 +86,8 @@ def _summary_lines(report: SearchReport) -> list[str]:
     s, t = report.settings, report.target
     lines = [
         f"Target: {t.name}: {t.flash_bytes:,} bytes of flash, {t.ram_bytes:,} bytes of RAM, runtime {t.runtime} "
-        + (f"(its code estimated at {t.runtime_flash_bytes:,} bytes of flash)." if t.runtime == "tflm" else
+        + (f"(TFLM itself: {t.runtime_flash_bytes:,} bytes of code and {t.runtime_ram_bytes:,} bytes of RAM "
+           f"besides the arena, {t.runtime_basis})." if t.runtime == "tflm" else
            f"(denselab's C runtime: its code at most {t.runtime_flash_bytes:,} bytes of flash, measured; a trial's "
            "model bytes and RAM are its tables and its activations and stack, from the layer sizes)."),
         f"Settings: {s.trials} trials, up to {s.epochs_max} epochs (rungs of {', '.join(map(str, s.rungs()))}), "

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from denselab.data.dataset import Dataset
-from denselab.deploy.boards import boards_that_fit_c, io_bytes, load_boards
+from denselab.deploy.boards import boards_that_fit, boards_that_fit_c, io_bytes, load_boards
+from denselab.deploy.tflm_runtime import TFLMRuntime, tflm_runtime
 from denselab.model.predict import DensePredictor
 from denselab.model.spec import load_model
 from denselab.reports import plots, prediction_figures
@@ -48,6 +49,7 @@ class Report:
     deployment: dict[str, tuple[int, list[str]] | None]
     # Variant name -> boards it fits with denselab's C runtime, from its layer sizes.
     c_boards: dict[str, list[str]]
+    tflm: TFLMRuntime  # TFLM's own figures (the exercise's ops), which the note under the boards states
 
     @property
     def best(self) -> VariantSummary:
@@ -94,13 +96,23 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     figures += _prediction_figures(best_runs[0], dataset)
     environment = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
                   f"Keras backend {runs[0]['keras_backend']}"
-    deployment = {}
+    deployment, tflm = {}, tflm_runtime()
     for summary in summaries:
         first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
-        deployment[summary.name] = None if first.get("int8_bytes") is None else (first["int8_bytes"], first["boards"])
+        deployment[summary.name] = None if first.get("int8_bytes") is None else \
+            (first["int8_bytes"], _tflm_boards(first, dataset))
     c_boards = {variant.name: boards_that_fit_c(variant.spec.hidden_units, dataset.class_names, io_bytes(dataset))
                 for variant in study.variants if variant.name in deployment}
-    return Report(study, summaries, findings, answers_figure, figures, failed or [], environment, deployment, c_boards)
+    return Report(study, summaries, findings, answers_figure, figures, failed or [], environment, deployment, c_boards,
+                  tflm)
+
+
+def _tflm_boards(run: dict, dataset: Dataset) -> list[str]:
+    """The boards a run fits with TFLM, on TFLM's figures now; a run stored without its ops keeps the boards
+    found when it finished (on the estimate of then)."""
+    if not run.get("int8_ops") or run.get("arena_bytes") is None:
+        return run["boards"]
+    return boards_that_fit(run["int8_bytes"], run["arena_bytes"], io_bytes(dataset), tflm_runtime(run["int8_ops"]))
 
 
 def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
@@ -130,13 +142,15 @@ def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
 WORK_HEADER = "GFLOP/epoch"
 TABLE_HEADER = ("variant", "params", "test acc.", "train acc.", "test loss", "epochs", "s/epoch", WORK_HEADER, "seeds")
 FITS, DOES_NOT_FIT = "✓", "–"
-BOARDS_NOTE = (
-    "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed. Under each board, the first "
-    f"mark is TensorFlow Lite Micro, the second denselab's C runtime (denselab export --runtime c): {FITS} fits, "
-    f"{DOES_NOT_FIT} does not, ? not measured (a run stored by an older denselab). TFLM fits where the board's "
-    "flash holds the model and the TFLM runtime (its code estimated) and its RAM holds the measured arena; the C "
-    "runtime's flash and RAM follow from the layer sizes (bounds checked against Cortex-M4 builds)."
-)
+def boards_note(tflm: TFLMRuntime) -> str:
+    return (
+        "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed. Under each board, the "
+        f"first mark is TensorFlow Lite Micro, the second denselab's C runtime (denselab export --runtime c): {FITS} "
+        f"fits, {DOES_NOT_FIT} does not, ? not measured (a run stored by an older denselab). TFLM fits where the "
+        "board's flash holds the model and TFLM's code, and its RAM the measured arena and TFLM's own RAM "
+        f"({tflm.code_bytes:,} and {tflm.ram_bytes:,} bytes, {tflm.basis}); the C runtime's flash and RAM follow "
+        "from the layer sizes (bounds checked against Cortex-M4 builds)."
+    )
 
 
 def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
@@ -149,13 +163,13 @@ def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
 
 
 def board_header() -> tuple[str, ...]:
-    boards, _ = load_boards()
+    boards = load_boards()
     return ("variant", "int8 bytes", *boards)
 
 
 def board_rows(report: Report) -> list[tuple[str, ...]]:
     """Per variant: its int8 size, and under each board a TFLM mark and a C-runtime mark."""
-    boards, _ = load_boards()
+    boards = load_boards()
     rows = []
     for summary in report.summaries:
         deployment = report.deployment[summary.name]
@@ -186,7 +200,7 @@ def _markdown(report: Report) -> list[str]:
     lines += ["## Variants (mean ± std over seeds)", "", *markdown_table(TABLE_HEADER, summary_rows(report.summaries)),
               "", *[f"{note}." if not note.endswith(".") else note for note in _notes(report)], "",
               *[f"- **{s.name}**: {s.reason}" for s in report.summaries], "",
-              "## Boards", "", *markdown_table(board_header(), board_rows(report)), "", BOARDS_NOTE, ""]
+              "## Boards", "", *markdown_table(board_header(), board_rows(report)), "", boards_note(report.tflm), ""]
     if report.failed:
         lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
                                           for run in report.failed] + [""]
@@ -225,7 +239,7 @@ def _html(report: Report) -> list[str]:
     parts += [f"<p class='note'>{e(note)}</p>" for note in _notes(report)]
     parts.append("<ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
     parts.append("<h2>Boards</h2>" + html_table(board_header(), board_rows(report), marks=True)
-                 + f"<p class='note'>{e(BOARDS_NOTE)}</p>")
+                 + f"<p class='note'>{e(boards_note(report.tflm))}</p>")
     if report.failed:
         parts.append("<h2>Failed runs</h2><ul>" + "".join(
             f"<li>{e(run['variant'])} seed {run['seed']}: {e(run['error'].splitlines()[0])}</li>" for run in report.failed

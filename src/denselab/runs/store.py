@@ -16,8 +16,9 @@ from pathlib import Path
 from denselab.errors import BadInput
 
 DEFAULT_DB = Path("runs/denselab.sqlite")  # where `make run`, explore and search keep their runs
-# 2 added the deployment columns, 3 the execution column; older files are brought up to date.
-SCHEMA_VERSION = 3
+# 2 added the deployment columns, 3 the execution column, 4 the int8 model's ops; older files
+# are brought up to date.
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -47,18 +48,21 @@ CREATE TABLE IF NOT EXISTS runs (
     arena_bytes INTEGER,
     boards TEXT,
     execution TEXT,
+    int8_ops TEXT,
     UNIQUE (study, variant, config_hash, seed)
 );
 """
-JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix", "boards", "execution")
+JSON_COLUMNS = ("config", "history", "per_class_accuracy", "confusion_matrix", "boards", "int8_ops", "execution")
 RESULT_COLUMNS = (
     "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
     "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
 )
 # A run's deployment figures: its int8 .tflite size and accuracy (on the split the run is
-# scored on: the test set, or a search's validation split), the smallest TFLM arena and
-# the boards it fits, measured once when the run finishes. Schema 1 had no such columns.
-DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "int8_accuracy": "REAL", "arena_bytes": "INTEGER", "boards": "TEXT"}
+# scored on: the test set, or a search's validation split), the smallest TFLM arena, its ops
+# and the boards it fits, measured once when the run finishes. Schema 1 had no such columns;
+# runs stored before TFLM was measured have no ops, and boards found on TFLM's estimate.
+DEPLOYMENT_COLUMNS = {"int8_bytes": "INTEGER", "int8_accuracy": "REAL", "arena_bytes": "INTEGER", "boards": "TEXT",
+                      "int8_ops": "TEXT"}
 # How a run was trained (loop.Execution: alone or side by side, seeds, device), which decides
 # what its times compare with. Runs stored before schema 3 have none.
 EXECUTION_COLUMNS = {"execution": "TEXT"}
@@ -86,11 +90,11 @@ class RunStore:
             self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self.connection.row_factory = sqlite3.Row
             version = self.connection.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
                 raise BadInput(f"run database {self.path} has schema version {version}; this denselab reads {SCHEMA_VERSION}")
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.executescript(SCHEMA)
-            if version in (1, 2):
+            if version in (1, 2, 3):
                 self._add_missing_columns()
             self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
