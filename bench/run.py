@@ -2,9 +2,11 @@
 
 Each side runs in its own process per model, so start-up, memory and compilation are
 counted separately. Also: a variant's 3 seeds one after another vs side by side
-(bench/seeds_together.py), and `denselab train` as a whole command against its own epochs.
-Prints tables of ratios measured in this run and writes the raw numbers to
-reports/bench.json. Usage: python bench/run.py [--quick] [--models 20,512x512]
+(bench/seeds_together.py), `denselab train` as a whole command against its own epochs, and
+three runtimes on the emulated Cortex-M4 (bench/runtimes.py: denselab's C runtime, TFLM with
+reference kernels, TFLM with CMSIS-NN). Prints tables of ratios measured in this run and
+writes the raw numbers to reports/bench.json.
+Usage: python bench/run.py [--quick] [--models 20,512x512] [--parts training,runtimes]
 """
 
 import argparse
@@ -58,13 +60,56 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(name(m) for m in MODELS), help="e.g. 20,512x512")
     parser.add_argument("--seeds", type=int, default=3, help="seeds trained side by side (0: skip that part)")
     parser.add_argument("--out", default="reports/bench.json")
+    parser.add_argument("--parts", default="training,runtimes", help="training, runtimes, or both")
     options = parser.parse_args()
+    parts = set(options.parts.split(","))
+    if not parts or parts - {"training", "runtimes"}:
+        parser.error(f"--parts takes training and runtimes, got {options.parts!r}")
     models = [[int(units) for units in model.split("x")] for model in options.models.split(",")]
     epochs = 2 if options.quick else 5
     latency_calls = 100 if options.quick else 1000
 
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                "epochs": epochs, "models": {}}
+    if "training" in parts:
+        training_part(results, models, epochs, latency_calls, options.seeds)
+        print_table(results)
+    if "runtimes" in parts:
+        print("three runtimes on the emulated Cortex-M4 ...", file=sys.stderr, flush=True)
+        results["runtimes"] = run_part("runtimes.py", {"epochs": 1, "images": 100})
+        print_runtimes(results["runtimes"])
+    out = Path(options.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"raw numbers: {out}")
+
+
+RUNTIME_NAMES = {"c": "denselab C", "tflm-reference": "TFLM ref.", "tflm-cmsis-nn": "TFLM CMSIS-NN"}
+
+
+def print_runtimes(part: dict) -> None:
+    """One table per model, 80 columns: the C runtime's figures and each TFLM build's, with ratios."""
+    for model in part["models"]:
+        print(f"\n{model['model']} on the Cortex-M4 (QEMU mps2-an386): {model['macs']:,} MACs, "
+              f"int8 {model['int8_bytes']:,} B")
+        header = ("runtime", "flash B", "RAM B", "instr./inference", "per MAC", "vs C", "identical")
+        c = model["runtimes"]["c"]["instructions"]
+        rows = [(RUNTIME_NAMES[key], f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}", f"{row['instructions']:,}",
+                 f"{row['instructions'] / model['macs']:.2f}", f"{row['instructions'] / c:.2f}x",
+                 "yes" if row["identical"] else "NO") for key, row in model["runtimes"].items()]
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(cell).ljust(width) if i in (0, 6) else str(cell).rjust(width)
+                            for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    images = part["models"][0]["runtimes"]
+    print(f"identical: int8 outputs equal to the Python TFLM interpreter's\n(test images: TFLM "
+          f"{images['tflm-reference']['images']}, the C runtime {images['c']['images']}).\n"
+          "Instructions by SysTick under -icount shift=0.")
+    if not part["search_winner"]:
+        print("No finished Nano 33 BLE search (reports/search/nano33ble/search.json):\nno winner measured.")
+
+
+def training_part(results: dict, models: list[list[int]], epochs: int, latency_calls: int, seeds: int) -> None:
     for hidden in models:
         print(f"model {name(hidden)}: reference ...", file=sys.stderr, flush=True)
         # The reference's single-image latency is measured on the exercise's own model only:
@@ -77,19 +122,14 @@ def main() -> None:
         limit = run_part("near_limit.py", {"hidden": hidden, "epochs": epochs})
         results["models"][name(hidden)] = {"reference": reference, "denselab": ours, "near_limit": limit,
                                            "train_flops_per_epoch": ModelSpec(tuple(hidden)).training_flops(TRAIN_EXAMPLES)}
-        if options.seeds > 1:
-            print(f"model {name(hidden)}: {options.seeds} seeds alone and together ...", file=sys.stderr, flush=True)
+        if seeds > 1:
+            print(f"model {name(hidden)}: {seeds} seeds alone and together ...", file=sys.stderr, flush=True)
             results["models"][name(hidden)]["seeds"] = run_part(
-                "seeds_together.py", {"hidden": hidden, "epochs": epochs, "seeds": options.seeds})
+                "seeds_together.py", {"hidden": hidden, "epochs": epochs, "seeds": seeds})
     print("denselab train as a command ...", file=sys.stderr, flush=True)
     command, epoch_sum = command_seconds(models[0], epochs)
     results["command"] = {"hidden": models[0], "denselab_seconds": command, "denselab_epoch_seconds": epoch_sum,
                           "reference_script_seconds": results["models"][name(models[0])]["reference"]["script_seconds"]}
-    print_table(results)
-    out = Path(options.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"raw numbers: {out}")
 
 
 def print_table(results: dict) -> None:

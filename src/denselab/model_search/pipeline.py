@@ -5,6 +5,7 @@ only, the finalists are chosen from those numbers, and only then is the test set
 once, to score them.
 """
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,9 +22,12 @@ from denselab.model_search.finalists import retrain_finalists
 from denselab.model_search.run import Progress, SearchSettings, pareto_front, require_room, run_search, search_name
 from denselab.model_search.split import split_for_search
 from denselab.model_search.target import Target, footprints_for
+from denselab.outputs import write_bytes_atomically
 from denselab.reports.search import SearchReport, write_search_report
 from denselab.runs.engine import train_runs
 from denselab.runs.store import RunStore
+
+SEARCH_JSON = "search.json"
 
 FINAL_SEEDS = 3
 
@@ -83,10 +87,13 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
                           time.monotonic() - started)
     write_search_report(report, out_dir)
     best = report.winner.as_dict() if report.winner else None
-    return {
+    result = {
         "target": target.as_dict(), "search": name, "trials": sum(t.status == "trained" for t in trials),
         "rejected": sum(t.status == "rejected" for t in trials), "failed": sum(t.status == "failed" for t in trials),
         "validation": split, "best": best,
         "pareto": [finalist.as_dict() for finalist in finalists],  # the winner among them
         "report": str(Path(out_dir) / "report.html"),
     }
+    # Beside the report, for programs (make bench finds the winner there): what --json prints.
+    write_bytes_atomically(Path(out_dir) / SEARCH_JSON, (json.dumps(result, indent=1) + "\n").encode())
+    return result
