@@ -4,7 +4,7 @@ import pytest
 
 from denselab.data.dataset import CLASS_NAMES, normalize
 from denselab.model.spec import ACTIVATIONS, ModelSpec, build_model
-from denselab.model.predict import DensePredictor, predict_images
+from denselab.model.predict import DensePredictor, named_predictions
 
 
 @pytest.mark.parametrize("activation, normalization", [(name, "scale") for name in ACTIVATIONS] + [("relu", "none")])
@@ -31,12 +31,13 @@ def test_trained_model_single_image_equals_model_predict(fashion, trained_dir):
     assert single.sum() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_predict_images_names_the_answer(fashion, trained_dir):
+def test_named_predictions_name_the_answer(fashion, trained_dir):
     import keras
 
     predictor = DensePredictor.from_keras(keras.saving.load_model(trained_dir / "model.keras"))
     names = CLASS_NAMES["fashion-mnist"]
-    predictions = predict_images(predictor, fashion.test_images[:3], ["a", "b", "c"], names, [9, 2, None])
+    predictions = named_predictions(predictor.probabilities(fashion.test_images[:3]), ["a", "b", "c"], names,
+                                    [9, 2, None])
     for prediction in predictions:
         assert len(prediction.probabilities) == 10
         assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-5)

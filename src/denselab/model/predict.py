@@ -110,18 +110,6 @@ class Prediction:
         }
 
 
-def predict_images(
-    predictor: DensePredictor,
-    pixels: np.ndarray,
-    sources: list[str],
-    class_names: tuple[str, ...],
-    true_labels: list[int | None] | None = None,
-) -> list[Prediction]:
-    """Predict a batch of 28x28 uint8 images and name the answers."""
-    probabilities = predictor.probabilities(np.asarray(pixels).reshape(-1, IMAGE_SIDE, IMAGE_SIDE))
-    return named_predictions(probabilities, sources, class_names, true_labels)
-
-
 def named_predictions(probabilities: np.ndarray, sources: list[str], class_names: tuple[str, ...],
                       true_labels: list[int | None] | None = None) -> list[Prediction]:
     """One Prediction per row of `probabilities`: its source, top class, confidence and true label."""
