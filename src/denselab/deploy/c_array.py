@@ -75,6 +75,18 @@ def main_program(name: str, op_names: list[str], arena_bytes: int, images: np.nd
     )
 
 
+def tflm_program(model_bytes: bytes, name: str, arena_bytes: int, images: np.ndarray, labels: list[int],
+                 class_names: tuple[str, ...], normalization: str) -> dict[str, str]:
+    """What `export --c-array` writes, by file name: model_data.h, model_data.cc, and the main.cc
+    that registers the model's ops and classifies `images`."""
+    from denselab.deploy.tflite import op_names
+
+    sources = c_array_sources(model_bytes, name)
+    sources["main.cc"] = main_program(name, op_names(model_bytes), arena_bytes, images, labels, class_names,
+                                      normalization)
+    return sources
+
+
 def write_c_sources(out_dir: Path, sources: dict[str, str]) -> list[Path]:
     out_dir = prepare_output_dir(out_dir)
     return [write_bytes_atomically(out_dir / file_name, text.encode()) for file_name, text in sources.items()]

@@ -8,7 +8,7 @@ from denselab.data.dataset import DEFAULT_DATASET, check_normalization
 from denselab.data.sources import load_dataset
 from denselab.deploy import toolchain
 from denselab.deploy.boards import board, boards_that_fit, io_bytes, target_verdict
-from denselab.deploy.c_array import c_array_sources, main_program, write_c_sources
+from denselab.deploy.c_array import tflm_program, write_c_sources
 from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
 from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
 from denselab.deploy.tflm import TFLM_IMAGES, arena_for_shapes, check_under_tflm
@@ -95,6 +95,7 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     _check_tools(options)  # refused before any file is written
     if options.runtime == "c":
         check_c_options(spec_of(model).hidden_units, dataset.class_names, **options.c_options)
+
     def accept(quantize: str, model_bytes: bytes) -> None:
         # main.cc registers every op of the int8 model: each must be one TFLM's firmware can build.
         if quantize == "int8" and options.c_array:
@@ -123,11 +124,9 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
         report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io,
                                           runtime)
     if options.c_array:
-        sources = c_array_sources(model_bytes, model.name)
         count = options.c_array_images
-        sources["main.cc"] = main_program(model.name, op_names(model_bytes), check.arena_bytes,
-                                          dataset.test_images[:count], dataset.test_labels[:count].tolist(),
-                                          dataset.class_names, normalization)
+        sources = tflm_program(model_bytes, model.name, check.arena_bytes, dataset.test_images[:count],
+                               dataset.test_labels[:count].tolist(), dataset.class_names, normalization)
         report["c_sources"] = [str(path) for path in write_c_sources(out_dir, sources)]
     return report
 

@@ -200,19 +200,18 @@ def read_figures(entry: Path) -> dict | None:
 
 
 def _probe(ops: tuple[str, ...], kernels: str, model_bytes: bytes) -> dict:
-    from denselab.deploy.c_array import c_array_sources, main_program, write_c_sources
+    from denselab.deploy.c_array import tflm_program, write_c_sources
     from denselab.deploy.tflm import arena_for_shapes
     from denselab.deploy.tflm_build import tflm_library
     from denselab.deploy.tflm_firmware import check_tflm_firmware
 
     library = tflm_library(ops, kernels)
     image = np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), np.uint8)
+    classes = tuple(f"class {index}" for index in range(10))
     with tempfile.TemporaryDirectory(prefix="denselab-tflm-probe-") as folder:
-        sources = c_array_sources(model_bytes, "probe")
-        classes = tuple(f"class {index}" for index in range(10))
-        sources["main.cc"] = main_program("probe", list(ops), arena_for_shapes(model_bytes), image, [0], classes,
-                                          "scale")
-        write_c_sources(Path(folder), sources)
+        # The program export --c-array writes for the probe model, on one blank image.
+        write_c_sources(Path(folder), tflm_program(model_bytes, "probe", arena_for_shapes(model_bytes), image, [0],
+                                                   classes, "scale"))
         footprint, _ = check_tflm_firmware(Path(folder), library, 1)
     return {"ops": list(ops), "kernels": kernels, "code_bytes": footprint.runtime_code_bytes,
             "static_ram_bytes": footprint.static_ram_bytes, "interpreter_bytes": footprint.interpreter_bytes,
