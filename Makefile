@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench fuzz system-dataset system-browser system-c-runtime tflm-trees clean
+.PHONY: run test bench fuzz system-dataset system-browser system-c-runtime system-arduino tflm-trees clean
 
 # Set-up prints one line a step (scripts/step.sh); what pip and apt print goes to
 # build/setup-logs/STEP.log, whose end and path a failing step prints.
@@ -31,11 +31,15 @@ system-browser:
 system-c-runtime:
 	@scripts/system-packages.sh c-runtime
 
+# avr-gcc, simavr and Debian's Arduino AVR core: the Arduino Uno's checks and the Arduino library's.
+system-arduino:
+	@scripts/system-packages.sh arduino
+
 # The main job: every experiment of the exercise over 3 seeds, and its report
 # (reports/explore/report.html). Runs already in runs/denselab.sqlite are reused. Where
 # TFLM's trees are found, the report's TFLM boards use TFLM's measured figures; elsewhere it
 # runs all the same, on the estimate, and says so.
-run: $(INSTALLED) system-dataset system-browser system-c-runtime
+run: $(INSTALLED) system-dataset system-browser system-c-runtime system-arduino
 	DENSELAB_TFLM_TREES="$$(scripts/tflm-trees.sh 2>/dev/null)" $(BIN)/denselab explore
 
 # TensorFlow Lite Micro's two source trees, which the firmware tests build against: checked
@@ -44,14 +48,14 @@ run: $(INSTALLED) system-dataset system-browser system-c-runtime
 tflm-trees:
 	@scripts/tflm-trees.sh >/dev/null
 
-test: tflm-trees $(INSTALLED) system-dataset system-browser system-c-runtime
+test: tflm-trees $(INSTALLED) system-dataset system-browser system-c-runtime system-arduino
 	scripts/tflm-trees.sh $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs reports
 
 # Benchmarks (not tests): the exercise's code vs denselab vs a near-limit JAX loop.
-bench: tflm-trees $(INSTALLED) system-dataset system-c-runtime
+bench: tflm-trees $(INSTALLED) system-dataset system-c-runtime system-arduino
 	scripts/tflm-trees.sh $(BIN)/python bench/run.py
 
 # Fuzzing: `make test` runs tests/test_fuzz.py with a few hundred examples per test; this runs

@@ -3,6 +3,7 @@
 # Usage: scripts/system-packages.sh dataset   (Fashion-MNIST's IDX files)
 #        scripts/system-packages.sh browser   (headless Chromium for the browser tests)
 #        scripts/system-packages.sh c-runtime (C compilers and QEMU for the C runtime's checks)
+#        scripts/system-packages.sh arduino   (the AVR compiler, simavr and the Arduino AVR core)
 # What apt prints goes to build/setup-logs/apt-GROUP.log; the terminal gets one line a group
 # (scripts/step.sh), or the log's end when apt fails.
 set -euo pipefail
@@ -34,6 +35,17 @@ missing_c_runtime() {
   command -v arm-none-eabi-gcc >/dev/null 2>&1 || echo gcc-arm-none-eabi
   [ -f /usr/lib/arm-none-eabi/newlib/rdimon.specs ] || echo libnewlib-arm-none-eabi
   command -v qemu-system-arm >/dev/null 2>&1 || echo qemu-system-arm
+}
+
+# The packages of the Arduino Uno's checks that are missing: avr-gcc with avr-libc, the
+# simavr emulator, and Debian's Arduino AVR core with arduino-builder (which needs ctags).
+missing_arduino() {
+  command -v avr-gcc >/dev/null 2>&1 || echo gcc-avr
+  [ -f /usr/lib/avr/include/avr/pgmspace.h ] || echo avr-libc
+  command -v simavr >/dev/null 2>&1 || echo simavr
+  [ -f /usr/share/arduino/hardware/arduino/avr/boards.txt ] || echo arduino-core-avr
+  command -v arduino-builder >/dev/null 2>&1 || echo arduino-builder
+  command -v arduino-ctags >/dev/null 2>&1 || echo arduino-ctags
 }
 
 # apt-get update, then apt-get install of the packages; the sudo prefix comes first.
@@ -75,6 +87,9 @@ for what in "$@"; do
     c-runtime)
       missing=$(missing_c_runtime | tr '\n' ' ')
       if [ -n "${missing// /}" ]; then apt_install c-runtime $missing; fi ;;
+    arduino)
+      missing=$(missing_arduino | tr '\n' ' ')
+      if [ -n "${missing// /}" ]; then apt_install arduino $missing; fi ;;
     *) say "unknown system package group: $what"; exit 2 ;;
   esac
 done
