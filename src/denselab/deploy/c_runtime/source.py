@@ -3,7 +3,9 @@
 The sources are C99 with no dynamic memory and nothing beyond `<stdint.h>`. The tables
 hold the converter's int8 weights and the requantization numbers of
 `denselab.deploy.c_runtime.quantized`; the kernels (`c/kernels.c`) are TFLite's integer reference
-arithmetic, so the outputs equal TensorFlow Lite Micro's.
+arithmetic, so the outputs equal TensorFlow Lite Micro's. They build for 32-bit cores and for
+AVR, whose int has 16 bits and whose constant tables stay in flash (kernels.c's DL_ROM); the
+header is also valid C++, for an Arduino sketch.
 """
 
 from importlib import resources
@@ -51,6 +53,10 @@ def _header(classifier: QuantizedClassifier, class_names: tuple[str, ...], model
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
 #define DENSELAB_INPUT_SIZE {classifier.input_size}
 #define DENSELAB_CLASSES {classifier.classes}
 
@@ -61,17 +67,27 @@ def _header(classifier: QuantizedClassifier, class_names: tuple[str, ...], model
 #define DENSELAB_OUTPUT_SCALE {_c_float(classifier.output_scale)}
 #define DENSELAB_OUTPUT_ZERO_POINT ({classifier.output_zero_point})
 
-/* The class of each output, in order: {", ".join(class_names)} */
+/* The class of each output, in order: {", ".join(class_names)}. Plain C strings, so that
+ * any print function takes them; on AVR that puts them in RAM as well as in flash
+ * ({_names_ram_bytes(class_names)} bytes of RAM for these, two per pointer and the text). */
 extern const char *const denselab_class_names[DENSELAB_CLASSES];
 
 /* The model's int8 output (quantized class probabilities) for an int8 input. */
 void denselab_predict(const int8_t input[DENSELAB_INPUT_SIZE], int8_t output[DENSELAB_CLASSES]);
 
-/* An image of 0-255 pixels as the model's int8 input: normalized and quantized as in training. */
+/* An image of 0-255 pixels as the model's int8 input: normalized and quantized as in training.
+ * `input` may be the same buffer as `pixels` (each pixel is read before its element is
+ * written), which saves DENSELAB_INPUT_SIZE bytes of RAM: the Uno has 2 KB. */
 void denselab_quantize(const uint8_t pixels[DENSELAB_INPUT_SIZE], int8_t input[DENSELAB_INPUT_SIZE]);
 
-/* The top class for an image of 0-255 pixels, quantized as the model expects. */
+/* The top class for an image of 0-255 pixels, quantized as the model expects. It quantizes
+ * into DENSELAB_INPUT_SIZE bytes of its own stack; where RAM is short, quantize in place and
+ * call denselab_predict instead. */
 int denselab_classify(const uint8_t pixels[DENSELAB_INPUT_SIZE]);
+
+#ifdef __cplusplus
+}}
+#endif
 
 #endif /* DENSELAB_MODEL_H */
 """
@@ -95,7 +111,9 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
     for index, layer in enumerate(classifier.layers):
         outputs, inputs = layer.weights.shape
         parts += [
-            _array("int8_t", f"dl_weights_{index}", f"{outputs} * {inputs}", layer.weights.reshape(-1)),
+            # The length as one number: a product of two ints overflows where int has 16 bits.
+            f"/* {outputs} outputs x {inputs} inputs */\n",
+            _array("int8_t", f"dl_weights_{index}", outputs * inputs, layer.weights.reshape(-1)),
             _array("int32_t", f"dl_bias_{index}", outputs, layer.folded_bias),
             _array("int32_t", f"dl_multiplier_{index}", outputs, layer.multipliers),
             _array("int8_t", f"dl_shift_{index}", outputs, layer.shifts),
@@ -105,7 +123,7 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
         f"{layer.weights.shape[1]}, {layer.weights.shape[0]}, {layer.output_zero_point}, {layer.activation_min}}}"
         for index, layer in enumerate(classifier.layers)
     )
-    parts.append(f"static const dl_layer dl_layers[DL_LAYERS] = {{\n{rows}\n}};\n\n")
+    parts.append(f"static const DL_ROM dl_layer dl_layers[DL_LAYERS] = {{\n{rows}\n}};\n\n")
     parts.append("/* Pixel value 0-255 -> int8 input, normalized and quantized as in training. */\n")
     parts.append(_array("int8_t", "dl_pixel_to_input", 256, pixel_table(classifier, normalization)))
     names = ", ".join(_c_string(name) for name in class_names)
@@ -117,7 +135,11 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
 def _array(c_type: str, name: str, length, values: np.ndarray) -> str:
     numbers = [str(int(value)) for value in values]
     rows = [", ".join(numbers[start:start + 20]) for start in range(0, len(numbers), 20)]
-    return f"static const {c_type} {name}[{length}] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
+    return f"static const DL_ROM {c_type} {name}[{length}] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
+
+
+def _names_ram_bytes(class_names: tuple[str, ...]) -> int:
+    return sum(2 + len(name.encode()) + 1 for name in class_names)
 
 
 def _c_float(value: float) -> str:

@@ -3,8 +3,60 @@
  * kernels, which TensorFlow Lite Micro runs: the gemmlowp fixed-point helpers, written in
  * C99 from their published definitions, so that every output equals TFLM's bit for bit.
  * Right shifts of negative numbers are arithmetic, as on every compiler TFLM supports.
+ * Every constant wider than 16 bits is an int32_t or int64_t, never a plain int, so that the
+ * arithmetic is the same where int has 16 bits (AVR).
  */
 
+#if defined(__AVR__)
+/* AVR's flash is an address space of its own: tables left in the data space would be copied
+ * to the Uno's 2 KB of RAM at start-up. They stay in flash (as avr-libc's PROGMEM does) and
+ * are read with LPM (as its pgm_read_byte, pgm_read_word and pgm_read_dword do), written out
+ * here so that these sources need nothing beyond <stdint.h> on every target. A flash address
+ * is 16 bits: LPM reaches the first 64 KB, all of an ATmega328P's 32 KB. */
+#define DL_ROM __attribute__((__progmem__))
+
+static inline int8_t dl_rom_i8(const void *address) {
+  uint8_t value;
+  __asm__ __volatile__("lpm %0, Z" : "=r"(value) : "z"((uint16_t)address));
+  return (int8_t)value;
+}
+
+static inline uint16_t dl_rom_u16(const void *address) {
+  uint16_t value, z = (uint16_t)address;
+  __asm__ __volatile__("lpm %A0, Z+\n\tlpm %B0, Z" : "=r"(value), "=z"(z) : "1"(z));
+  return value;
+}
+
+static inline int32_t dl_rom_i32(const void *address) {
+  uint32_t value;
+  uint16_t z = (uint16_t)address;
+  __asm__ __volatile__("lpm %A0, Z+\n\tlpm %B0, Z+\n\tlpm %C0, Z+\n\tlpm %D0, Z" : "=r"(value), "=z"(z) : "1"(z));
+  return (int32_t)value;
+}
+
+/* x * w in one MULS. Written in C, avr-gcc folds the product into the int32_t sum as a call
+ * to its 16 x 16 -> 32-bit multiplication, which takes most of an inference. */
+static inline int16_t dl_multiply_i8(int8_t x, int8_t w) {
+  int16_t product;
+  __asm__("muls %1, %2\n\tmov %A0, r0\n\tmov %B0, r1\n\tclr __zero_reg__" : "=r"(product) : "d"(x), "d"(w));
+  return product;
+}
+
+#define DL_READ_I8(p) dl_rom_i8(p)
+#define DL_READ_I32(p) dl_rom_i32(p)
+#define DL_READ_PTR(p) ((const void *)dl_rom_u16(p))
+#define DL_MULTIPLY(x, w) dl_multiply_i8(x, w)
+#else
+/* One address space: a table is read as any constant is, with the plain loads the Cortex-M
+ * inner loop is measured with. */
+#define DL_ROM
+#define DL_READ_I8(p) (*(p))
+#define DL_READ_I32(p) (*(p))
+#define DL_READ_PTR(p) ((const void *)*(p))
+#define DL_MULTIPLY(x, w) ((x) * (w))
+#endif
+
+/* In flash with DL_ROM, as the tables it points to: every field is read with DL_READ_*. */
 typedef struct {
   const int8_t *weights;     /* [outputs][inputs], row-major: the converter's int8 weights */
   const int32_t *bias;       /* the int32 bias minus input_zero_point * sum(weights[o]) */
@@ -19,7 +71,7 @@ static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
   int64_t ab, nudge;
   if (a == b && a == INT32_MIN) return INT32_MAX;
   ab = (int64_t)a * (int64_t)b;
-  nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
   return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
 }
 
@@ -51,28 +103,35 @@ static int32_t dl_requantize(int32_t x, int32_t multiplier, int shift) {
 __attribute__((noinline))
 #endif
 static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
-  const int8_t *const end = input + layer->inputs;
-  const int8_t *const unrolled = input + (layer->inputs & 3); /* the rest is a multiple of four */
-  const int8_t *row = layer->weights;
+  const int32_t inputs = DL_READ_I32(&layer->inputs);
+  const int8_t *const end = input + inputs;
+  const int8_t *const unrolled = input + (inputs & 3); /* the rest is a multiple of four */
+  const int8_t *row = (const int8_t *)DL_READ_PTR(&layer->weights);
   int32_t o;
-  for (o = 0; o < layer->outputs; ++o) {
+  /* The layer's fields are read where they are used, once per output: held in registers
+   * across the inner loop, they cost the Cortex-M4 spills to the stack. */
+  for (o = 0; o < DL_READ_I32(&layer->outputs); ++o) {
     const int8_t *x = input;
-    int32_t acc = layer->bias[o];
+    int32_t acc = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o);
     /* Pointers, not indices, four inputs per step and the test at the bottom: four
-     * instructions per multiply-add on a Cortex-M4 at -Os, against seven for the plain loop. */
-    while (x != unrolled) acc += (int32_t)*x++ * (int32_t)*row++;
+     * instructions per multiply-add on a Cortex-M4 at -Os, against seven for the plain loop.
+     * Each product is an int, which holds it (|x * w| <= 2^14) on 16-bit targets too, where
+     * a product of int32_t operands would cost a 32-bit multiplication. */
+    while (x != unrolled) acc += DL_MULTIPLY(*x++, DL_READ_I8(row++));
     if (x != end) {
       do {
-        acc += (int32_t)x[0] * (int32_t)row[0];
-        acc += (int32_t)x[1] * (int32_t)row[1];
-        acc += (int32_t)x[2] * (int32_t)row[2];
-        acc += (int32_t)x[3] * (int32_t)row[3];
+        acc += DL_MULTIPLY(x[0], DL_READ_I8(&row[0]));
+        acc += DL_MULTIPLY(x[1], DL_READ_I8(&row[1]));
+        acc += DL_MULTIPLY(x[2], DL_READ_I8(&row[2]));
+        acc += DL_MULTIPLY(x[3], DL_READ_I8(&row[3]));
         x += 4;
         row += 4;
       } while (x != end);
     }
-    acc = dl_requantize(acc, layer->multiplier[o], layer->shift[o]) + layer->output_zero_point;
-    if (acc < layer->activation_min) acc = layer->activation_min;
+    acc = dl_requantize(acc, DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->multiplier) + o),
+                        DL_READ_I8((const int8_t *)DL_READ_PTR(&layer->shift) + o)) +
+          DL_READ_I32(&layer->output_zero_point);
+    if (acc < DL_READ_I32(&layer->activation_min)) acc = DL_READ_I32(&layer->activation_min);
     if (acc > 127) acc = 127;
     output[o] = (int8_t)acc;
   }
@@ -82,7 +141,7 @@ static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output)
 static int32_t dl_exp_on_quarter(int32_t a) {
   const int32_t constant_term = 1895147668;  /* exp(-1/8) */
   const int32_t one_third = 715827883;
-  const int32_t x = a + (1 << 28);           /* a + 1/8: a Taylor series around -1/8 */
+  const int32_t x = a + ((int32_t)1 << 28);  /* a + 1/8: a Taylor series around -1/8 */
   const int32_t x2 = dl_doubling_high_mul(x, x);
   const int32_t x3 = dl_doubling_high_mul(x2, x);
   const int32_t x4 = dl_doubling_high_mul(x2, x2);
@@ -94,14 +153,14 @@ static int32_t dl_exp_on_quarter(int32_t a) {
 /* gemmlowp's exp_on_negative_values: a in Q5.26 (a <= 0), exp(a) in Q0.31. */
 static int32_t dl_exp_on_negative(int32_t a) {
   /* exp(-2^k) for k = -2 .. 4, in Q0.31: one factor per bit of the integer part. */
-  static const int32_t factors[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
-  const int32_t one_quarter = 1 << 24;
+  static const DL_ROM int32_t factors[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+  const int32_t one_quarter = (int32_t)1 << 24;
   const int32_t a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter;
   const int32_t remainder = a_mod_quarter_minus_quarter - a;
   int32_t result = dl_exp_on_quarter(dl_multiply_by_pot(a_mod_quarter_minus_quarter, 5));
   int k;
   for (k = 0; k < 7; ++k) {
-    if (remainder & ((int32_t)1 << (24 + k))) result = dl_doubling_high_mul(result, factors[k]);
+    if (remainder & ((int32_t)1 << (24 + k))) result = dl_doubling_high_mul(result, DL_READ_I32(&factors[k]));
   }
   return a == 0 ? INT32_MAX : result;
 }
@@ -113,7 +172,7 @@ static int32_t dl_one_over_one_plus_x(int32_t a) {
   int32_t x = 1515870810 + dl_doubling_high_mul(half_denominator, -1010580540); /* 48/17 - 32/17 d */
   int i;
   for (i = 0; i < 3; ++i) {
-    const int32_t one_minus_dx = (1 << 29) - dl_doubling_high_mul(half_denominator, x);
+    const int32_t one_minus_dx = ((int32_t)1 << 29) - dl_doubling_high_mul(half_denominator, x);
     x = x + dl_multiply_by_pot(dl_doubling_high_mul(x, one_minus_dx), 2);
   }
   return dl_multiply_by_pot(x, 1);
@@ -136,7 +195,7 @@ static void dl_softmax(const int8_t *input, int8_t *output, int32_t depth) {
   for (c = 0; c < depth; ++c) {
     const int32_t diff = input[c] - max;
     if (diff >= DL_SOFTMAX_DIFF_MIN) {
-      const int32_t scaled = dl_doubling_high_mul(diff * (1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
+      const int32_t scaled = dl_doubling_high_mul(diff * ((int32_t)1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
       sum += dl_divide_by_pot(dl_exp_on_negative(scaled), 12);
     }
   }
@@ -148,7 +207,7 @@ static void dl_softmax(const int8_t *input, int8_t *output, int32_t depth) {
     const int32_t diff = input[c] - max;
     int32_t value = -128;
     if (diff >= DL_SOFTMAX_DIFF_MIN) {
-      const int32_t scaled = dl_doubling_high_mul(diff * (1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
+      const int32_t scaled = dl_doubling_high_mul(diff * ((int32_t)1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
       const int32_t exp = dl_exp_on_negative(scaled);
       value = dl_divide_by_pot(dl_doubling_high_mul(scale, exp), bits_over_unit + 31 - 8) - 128;
       if (value > 127) value = 127;
@@ -176,16 +235,17 @@ void denselab_predict(const int8_t input[DENSELAB_INPUT_SIZE], int8_t output[DEN
     int8_t *y = layer == DL_LAYERS - 1 ? logits : dl_activations[layer & 1];
     dl_dense(&dl_layers[layer], x, y);
 #ifdef DENSELAB_TRACE
-    DENSELAB_TRACE(layer, y, dl_layers[layer].outputs);
+    DENSELAB_TRACE(layer, y, DL_READ_I32(&dl_layers[layer].outputs));
 #endif
     x = y;
   }
   dl_softmax(logits, output, DENSELAB_CLASSES);
 }
 
+/* Each pixel is read before its own input is written, and no other: `input` may be `pixels`. */
 void denselab_quantize(const uint8_t pixels[DENSELAB_INPUT_SIZE], int8_t input[DENSELAB_INPUT_SIZE]) {
-  int i;
-  for (i = 0; i < DENSELAB_INPUT_SIZE; ++i) input[i] = dl_pixel_to_input[pixels[i]];
+  int32_t i;
+  for (i = 0; i < DENSELAB_INPUT_SIZE; ++i) input[i] = DL_READ_I8(&dl_pixel_to_input[pixels[i]]);
 }
 
 int denselab_classify(const uint8_t pixels[DENSELAB_INPUT_SIZE]) {
