@@ -41,6 +41,9 @@ def export(
         EXPORT.qemu_images,
     normalization: Annotated[str, typer.Option(
         help="For a .tflite MODEL: scale (pixels/255, as denselab exports) or none.")] = EXPORT.normalization,
+    arduino: Annotated[bool, typer.Option("--arduino", help=(
+        "With --runtime c: also an Arduino library (OUT/arduino/), its example run on the Uno under simavr."))] =
+        EXPORT.arduino,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ):
@@ -48,7 +51,7 @@ def export(
     options = ExportOptions(quantize=QUANTIZE_ALL if export_all else quantize, calibration=calibration,
                             c_array=c_array, c_array_images=c_array_images, target=target, tflm_images=tflm_images,
                             runtime=runtime, check=check, host_images=host_images, qemu_images=qemu_images,
-                            normalization=normalization)
+                            normalization=normalization, arduino=arduino)
     measure_tflm_first()
     _print_report(api.export(model, options, out, data_dir=data_dir).as_dict(), as_json)
 
@@ -70,6 +73,22 @@ def _print_report(report: dict, as_json: bool) -> None:
                       f"bytes, RAM margin {fit['ram_margin_bytes']:,} bytes)")
     for path in report["c_sources"]:
         console.print(f"wrote {escape(path)}")
+    if report.get("arduino"):
+        _print_arduino(report["arduino"])
+
+
+def _print_arduino(arduino: dict) -> None:
+    console.print(f"wrote {escape(arduino['library'])}/")
+    console.print(f"wrote {escape(arduino['zip'])}")
+    uno = arduino["uno"]
+    if uno is None:
+        return
+    verdict = "[green]fits[/]" if uno["fits"] else "[red]does not fit[/]"
+    same = "identical to TFLM's" if uno["identical_to_tflm"] else "[red]different from TFLM's[/]"
+    console.print(f"Arduino Uno: {verdict} (flash {uno['flash_bytes']:,} of {uno['flash_limit']:,}, RAM "
+                  f"{uno['ram_bytes']:,} of {uno['ram_limit']:,} bytes)")
+    console.print(f"  simavr, {uno['images']} images: outputs {same}, {uno['cycles_per_inference']:,} cycles "
+                  f"({uno['latency_ms']:g} ms)")
 
 
 def _print_exports(report: dict) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 from denselab.data.dataset import DEFAULT_DATASET, check_normalization
 from denselab.data.sources import load_dataset
 from denselab.deploy import toolchain
+from denselab.deploy.arduino.export import check_arduino_options, export_arduino_library
 from denselab.deploy.boards import board, boards_that_fit, io_bytes, target_verdict
 from denselab.deploy.c_array import tflm_program, write_c_sources
 from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
+from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
 from denselab.deploy.tflm import TFLM_IMAGES, arena_for_shapes, check_under_tflm
 from denselab.deploy.tflm_build import checked_ops
@@ -42,6 +44,7 @@ class ExportOptions:
     host_images: int | None = None  # test images the host check compares [all]
     qemu_images: int | None = None  # test images run on the emulated Cortex-M4 [QEMU_IMAGES]
     normalization: str = "scale"  # for an int8 .tflite made elsewhere: its inputs' normalization
+    arduino: bool = False  # also the C runtime as an Arduino library, checked on the Uno under simavr
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
@@ -60,6 +63,8 @@ class ExportOptions:
             raise BadInput(f"--tflm-images must be >= 1, got {self.tflm_images}")
         if self.target is not None:
             board(self.target)
+        if self.arduino and self.runtime != "c":
+            raise BadInput("--arduino makes an Arduino library of the C runtime: give --runtime c with it")
 
     @property
     def quantizations(self) -> list[str]:
@@ -95,6 +100,8 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     _check_tools(options)  # refused before any file is written
     if options.runtime == "c":
         check_c_options(spec_of(model).hidden_units, dataset.class_names, **options.c_options)
+    if options.arduino:
+        check_arduino_options(spec_of(model).hidden_units, dataset.class_names, model.name, options.check)
 
     def accept(quantize: str, model_bytes: bytes) -> None:
         # main.cc registers every op of the int8 model: each must be one TFLM's firmware can build.
@@ -120,6 +127,9 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     if options.runtime == "c":
         report["c"] = export_c_runtime(model_bytes, str(int8.path), dataset, normalization, out_dir, model.name,
                                        **options.c_options)
+    if options.arduino:
+        report["arduino"] = export_arduino_library(model_bytes, str(int8.path), dataset, normalization, out_dir,
+                                                   model.name, options.check, report["c"])
     if options.target:
         report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io,
                                           runtime)
@@ -142,10 +152,16 @@ def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_
         raise BadInput(f"cannot read {model}: {error.strerror}") from None
     dataset = load_dataset(DEFAULT_DATASET, data_dir)
     _check_tools(options)
+    if options.arduino:
+        check_arduino_options(read_quantized_classifier(model_bytes, str(model)).hidden_units, dataset.class_names,
+                              model.stem, options.check)
     report = {"model": model.stem, "exports": [], "tflm": None, "tflm_runtime": None, "macs": None, "target": None,
               "boards_that_fit": [], "c_sources": [],
               "c": export_c_runtime(model_bytes, str(model), dataset, options.normalization, out_dir, model.stem,
                                     **options.c_options)}
+    if options.arduino:
+        report["arduino"] = export_arduino_library(model_bytes, str(model), dataset, options.normalization, out_dir,
+                                                   model.stem, options.check, report["c"])
     if options.target:
         # Under TFLM where the C runtime was not checked: its arena, as the int8 export's is.
         runtime = tflm_runtime(op_set(model_bytes), model_bytes)

@@ -1,0 +1,70 @@
+"""`denselab export --runtime c --arduino`: the C runtime as an Arduino library in OUT/arduino/,
+with its example built for the Uno and run under simavr against TFLM's interpreter (unless
+--no-check)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from denselab.deploy.arduino.library import DEFAULT_IMAGES, uno_images, write_arduino_library
+from denselab.deploy.arduino.tools import check_arduino_tools
+from denselab.deploy.arduino.uno import UNO_CLOCK_HZ, UNO_FLASH_BYTES, UNO_RAM_BYTES, check_on_uno
+from denselab.deploy.boards import load_boards
+from denselab.deploy.c_runtime.quantized import read_quantized_classifier
+from denselab.deploy.c_runtime.source import c_sources
+from denselab.deploy.tflm_firmware import interpreter_outputs
+
+ARDUINO_FOLDER = "arduino"
+
+
+def check_arduino_options(hidden_units: tuple[int, ...], class_names, model_name: str, check: bool) -> None:
+    """Refused before anything is written: the model too big for the Uno, or a tool the check needs missing."""
+    uno_images(tuple(hidden_units), class_names, model_name)
+    if check:
+        check_arduino_tools()
+
+
+def export_arduino_library(model_bytes: bytes, source: str, dataset, normalization: str, out_dir: Path,
+                           model_name: str, check: bool, c_report: dict) -> dict:
+    """Write OUT/arduino/<library>/ and its .zip; checked on the Uno unless `check` is False.
+
+    Args:
+        source: the model's file, named in errors.
+        c_report: export_c_runtime's report, whose boards_that_fit the library's README names.
+
+    Returns:
+        What `denselab export --json` prints under "arduino".
+    """
+    classifier = read_quantized_classifier(model_bytes, source)
+    sources = c_sources(classifier, dataset.class_names, normalization, model_name)
+    count = min(DEFAULT_IMAGES, len(dataset.test_images))
+    images, labels = dataset.test_images[:count], dataset.test_labels[:count]
+
+    def on_uno(library: Path, embedded: int) -> dict:
+        flash, ram, run = check_on_uno(library, embedded)
+        expected = interpreter_outputs(model_bytes, images[:embedded], normalization)
+        cycles = int(np.mean(run.cycles))
+        return {
+            "flash_bytes": flash, "ram_bytes": ram, "flash_limit": UNO_FLASH_BYTES, "ram_limit": UNO_RAM_BYTES,
+            "fits": flash <= UNO_FLASH_BYTES and ram <= UNO_RAM_BYTES,  # RAM: global variables, not the stack
+            "cycles_per_inference": cycles, "cycles_range": [int(run.cycles.min()), int(run.cycles.max())],
+            "latency_ms": round(1000 * cycles / UNO_CLOCK_HZ, 3),
+            "identical_to_tflm": bool(np.array_equal(run.outputs, expected)),
+            "classes_agree": run.classes == [int(row.argmax()) for row in run.outputs]
+            and run.labels == [int(label) for label in labels[:embedded]],
+            "images": embedded,
+        }
+
+    note = _boards_note(c_report["boards_that_fit"] if c_report.get("checked") else None)
+    result = write_arduino_library(sources, model_name, dataset.class_names, classifier.hidden_units,
+                                   images.reshape(count, -1), labels, note, out_dir / ARDUINO_FOLDER,
+                                   on_uno if check else None)
+    return {"library": result["library"], "zip": result["zip"], "name": result["name"],
+            "images": result["images"], "checked": check, "uno": result["uno"]}
+
+
+def _boards_note(keys: list[str] | None) -> str:
+    boards = load_boards()
+    names = [boards[key].name if key in boards else key for key in keys or []]
+    listed = "not checked (exported with --no-check)" if keys is None else ", ".join(names) or "none listed"
+    return f"{listed}. The Arduino Uno (ATmega328P): see below."
