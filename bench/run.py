@@ -3,7 +3,7 @@
 Each side runs in its own process per model, so start-up, memory and compilation are
 counted separately. Also: a variant's 3 seeds one after another vs side by side
 (bench/seeds_together.py), `denselab train` as a whole command against its own epochs, and
-three runtimes on the emulated Cortex-M4 (bench/runtimes.py: denselab's C runtime, TFLM with
+three runtimes on each Arm core, emulated (bench/runtimes.py: denselab's C runtime, TFLM with
 reference kernels, TFLM with CMSIS-NN). Prints tables of ratios measured in this run and
 writes the raw numbers to reports/bench.json.
 Usage: python bench/run.py [--quick] [--models 20,512x512] [--parts training,runtimes]
@@ -75,7 +75,7 @@ def main() -> None:
         training_part(results, models, epochs, latency_calls, options.seeds)
         print_table(results)
     if "runtimes" in parts:
-        print("three runtimes on the emulated Cortex-M4 ...", file=sys.stderr, flush=True)
+        print("three runtimes on each emulated Arm core ...", file=sys.stderr, flush=True)
         results["runtimes"] = run_part("runtimes.py", {"epochs": 1, "images": 100})
         print_runtimes(results["runtimes"])
     out = Path(options.out)
@@ -88,20 +88,23 @@ RUNTIME_NAMES = {"c": "denselab C", "tflm-reference": "TFLM ref.", "tflm-cmsis-n
 
 
 def print_runtimes(part: dict) -> None:
-    """One table per model, 80 columns: the C runtime's figures and each TFLM build's, with ratios."""
+    """One table per model and core, 80 columns: the C runtime's figures and each TFLM build's, with ratios."""
     for model in part["models"]:
-        print(f"\n{model['model']} on the Cortex-M4 (QEMU mps2-an386): {model['macs']:,} MACs, "
-              f"int8 {model['int8_bytes']:,} B")
-        header = ("runtime", "flash B", "RAM B", "instr./inference", "per MAC", "vs C", "identical")
-        c = model["runtimes"]["c"]["instructions"]
-        rows = [(RUNTIME_NAMES[key], f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}", f"{row['instructions']:,}",
-                 f"{row['instructions'] / model['macs']:.2f}", f"{row['instructions'] / c:.2f}x",
-                 "yes" if row["identical"] else "NO") for key, row in model["runtimes"].items()]
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(str(cell).ljust(width) if i in (0, 6) else str(cell).rjust(width)
-                            for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
-    images = part["models"][0]["runtimes"]
+        for core, runtimes in model["cores"].items():
+            machines = sorted({row["machine"] for row in runtimes.values()})
+            print(f"\n{model['model']} on the {core} (QEMU {', '.join(machines)}): {model['macs']:,} MACs, "
+                  f"int8 {model['int8_bytes']:,} B")
+            header = ("runtime", "flash B", "RAM B", "instr./inference", "per MAC", "vs C", "identical")
+            c = runtimes["c"]["instructions"]
+            rows = [(RUNTIME_NAMES[key], f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}",
+                     f"{row['instructions']:,}", f"{row['instructions'] / model['macs']:.2f}",
+                     f"{row['instructions'] / c:.2f}x", "yes" if row["identical"] else "NO")
+                    for key, row in runtimes.items()]
+            widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+            for row in [header, *rows]:
+                print("  ".join(str(cell).ljust(width) if i in (0, 6) else str(cell).rjust(width)
+                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    images = part["models"][0]["cores"]["cortex-m4"]
     print(f"identical: int8 outputs equal to the Python TFLM interpreter's\n(test images: TFLM "
           f"{images['tflm-reference']['images']}, the C runtime {images['c']['images']}).\n"
           "Instructions by SysTick under -icount shift=0.")

@@ -89,7 +89,7 @@ def test_options_refuse_bad_values_with_the_cli_messages(trained_dir, tmp_path):
     cases = {
         "--calibration must be >= 1, got 0": dict(calibration=0),
         "unknown runtime 'arduino'; choose tflm or c": dict(runtime="arduino"),
-        "unknown target 'uno'": dict(target="uno"),
+        "unknown target 'leonardo'": dict(target="leonardo"),
         "--target, --c-array and --runtime c need the int8 export": dict(quantize="float16", c_array=True),
     }
     for message, options in cases.items():

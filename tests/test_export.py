@@ -12,7 +12,7 @@ from conftest import assert_no_third_party_logs, assert_one_line_error, denselab
 from denselab.deploy.boards import (
     board,
     boards_that_fit,
-    boards_that_hold,
+    boards_that_fit_c,
     fit,
     io_bytes,
     load_boards,
@@ -20,11 +20,11 @@ from denselab.deploy.boards import (
     tflm_fit,
 )
 from denselab.deploy.c_array import c_array_sources
-from denselab.deploy.c_runtime.footprint import FIXED_FLASH_BYTES
+from denselab.deploy.c_runtime.footprint import fixed_flash_bytes
 from denselab.deploy.export import ExportOptions, export_for_microcontroller
 from denselab.deploy.tflite import LiteRTClassifier, convert, export_model, op_names
 from denselab.deploy.tflm import arena_allocates, check_under_tflm, smallest_arena
-from denselab.deploy.tflm_runtime import estimate, tflm_runtime
+from denselab.deploy.tflm_runtime import estimate, tflm_runtime, tflm_runtimes
 from denselab.model.run_dir import load_trained_model
 from denselab.model.spec import ModelSpec
 from denselab.model_search.target import resolve_target
@@ -116,18 +116,21 @@ def test_c_identifier_from_any_model_name():
 
 def test_board_budgets():
     boards, runtime = load_boards(), tflm_runtime()
-    assert {"nano33ble", "esp32", "pico", "stm32f746disco", "samd21"} <= set(boards)
-    assert boards["samd21"].ram_bytes == 32 * 1024
+    assert {"nano33ble", "esp32", "pico", "stm32f746disco", "samd21", "uno"} <= set(boards)
+    assert boards["samd21"].ram_bytes == 32 * 1024 and boards["samd21"].flash_bytes == 256 * 1024 - 8 * 1024
+    assert (boards["uno"].flash_bytes, boards["uno"].ram_bytes) == (32_256, 2_048)
+    assert all(board.flash_source and board.ram_source for board in boards.values())
     assert runtime.measured  # make test runs with TFLM's trees
     fit = tflm_fit(board("nano33ble"), 700_000, 5_000, 794, runtime)
-    assert fit.fits and fit.flash_margin_bytes == 1_048_576 - 700_000 - runtime.code_bytes
+    assert fit.fits and fit.flash_margin_bytes == 983_040 - 700_000 - runtime.code_bytes
     assert fit.ram_margin_bytes == 262_144 - 5_794 - runtime.ram_bytes
     assert not tflm_fit(board("samd21"), 700_000, 5_000, 794, runtime).fits
 
 
 @pytest.mark.parametrize("runtime", ["tflm", "c"])
 def test_a_model_at_a_boards_limit_fits_and_one_byte_over_does_not(runtime, fashion):
-    chosen, io, tflm = board("samd21"), io_bytes(fashion), tflm_runtime()
+    chosen, io, runtimes = board("samd21"), io_bytes(fashion), tflm_runtimes()
+    tflm = runtimes["cortex-m0plus"]  # the SAMD21's own core
     # A C runtime's measured flash and RAM hold its code and stack; TFLM's are added to the model's.
     code, own_ram = (tflm.code_bytes, tflm.ram_bytes) if runtime == "tflm" else (0, 0)
     flash, ram = chosen.flash_bytes - code, chosen.ram_bytes - io - own_ram
@@ -138,19 +141,23 @@ def test_a_model_at_a_boards_limit_fits_and_one_byte_over_does_not(runtime, fash
         assert verdict.fits is fits and min(verdict.flash_margin_bytes, verdict.ram_margin_bytes) == -(not fits)
         # Every caller asks the same rule: export's list and verdict, and the search's trials and finalists.
         if runtime == "tflm":
-            listed = boards_that_fit(model, working, io, tflm)
+            listed = boards_that_fit(model, working, io, runtimes)
             assert search_target.fits(model, working) is fits and (search_target.excess(model, working) <= 0) is fits
             report = {}
         else:
-            listed = boards_that_hold(model, working, io)
+            measured = {"cortex-m0plus": (model, working)}
+            listed = boards_that_fit_c((20,), fashion.class_names, io, measured)
             assert search_target.holds(model, working).fits is fits
-            report = {"c": {"checked": True, "flash_bytes": model, "ram_bytes": working}}
+            report = {"c": {"checked": True, "hidden_units": [20], "class_names": list(fashion.class_names),
+                            "cores": {"cortex-m0plus": {"flash_bytes": model, "ram_bytes": working}}}}
         assert ("samd21" in listed) is fits
-        assert target_verdict("samd21", report, model, working, io, tflm)["fits"] is fits
+        assert target_verdict("samd21", report, model, working, io, runtimes)["fits"] is fits
     if runtime == "c":  # before training, the search bounds the C runtime's code by footprint's constant
-        assert search_target.fits(chosen.flash_bytes - FIXED_FLASH_BYTES, ram)
-        assert not search_target.fits(chosen.flash_bytes - FIXED_FLASH_BYTES + 1, ram)
-        assert search_target.excess(chosen.flash_bytes - FIXED_FLASH_BYTES, ram) == 0
+        code = fixed_flash_bytes("cortex-m0plus")
+        assert search_target.core == "cortex-m0plus"
+        assert search_target.fits(chosen.flash_bytes - code, ram)
+        assert not search_target.fits(chosen.flash_bytes - code + 1, ram)
+        assert search_target.excess(chosen.flash_bytes - code, ram) == 0
 
 
 def test_without_tflms_trees_every_tflm_verdict_says_it_is_estimated(monkeypatch, fashion):
@@ -158,9 +165,9 @@ def test_without_tflms_trees_every_tflm_verdict_says_it_is_estimated(monkeypatch
     runtime = tflm_runtime()
     assert runtime == estimate("DENSELAB_TFLM_TREES is unset, so no TFLM tree was found")
     assert not runtime.measured and runtime.basis.startswith("estimated (DENSELAB_TFLM_TREES is unset")
-    verdict = target_verdict("samd21", {}, 100_000, 5_000, io_bytes(fashion), runtime)
+    verdict = target_verdict("samd21", {}, 100_000, 5_000, io_bytes(fashion), tflm_runtimes())
     assert verdict["flash_is_estimate"] and verdict["tflm_runtime"]["basis"] == runtime.basis
-    assert verdict["flash_margin_bytes"] == 262_144 - 100_000 - runtime.code_bytes
+    assert verdict["flash_margin_bytes"] == 253_952 - 100_000 - runtime.code_bytes
     target = resolve_target("samd21", None, None, "tflm")
     assert target.as_dict()["runtime_flash_is_estimate"] and target.runtime_basis == runtime.basis
     # An op that denselab's firmware does not build cannot be measured either.
@@ -217,7 +224,7 @@ def test_cli_export_of_a_model_trained_on_tensorflow(fashion_slice_dir, tmp_path
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--target", "uno"], "unknown target 'uno'"),
+    (["--target", "leonardo"], "unknown target 'leonardo'"),
     (["--calibration", "0"], "--calibration must be >= 1"),
     (["--quantize", "int4"], "unknown quantization 'int4'"),
 ])

@@ -596,9 +596,10 @@ FIGURE_VALUES = st.integers(-5, 10**7) | st.floats(allow_nan=True) | st.text(max
 
 @FUZZ
 @given(data=st.binary(max_size=128) | st.dictionaries(
-    st.sampled_from(["code_bytes", "static_ram_bytes", "interpreter_bytes", "stack_bytes", "ops"]), FIGURE_VALUES,
-    max_size=5).map(lambda figures: json.dumps(figures).encode()))
-@example(data=b'{"code_bytes": true, "static_ram_bytes": 0, "interpreter_bytes": 0, "stack_bytes": 0}')
+    st.sampled_from(["code_bytes", "static_ram_bytes", "interpreter_bytes", "stack_bytes", "ops", "core"]),
+    FIGURE_VALUES, max_size=6).map(lambda figures: json.dumps(figures).encode()))
+@example(data=b'{"code_bytes": true, "static_ram_bytes": 0, "interpreter_bytes": 0, "stack_bytes": 0, "core": "m4"}')
+@example(data=b'{"code_bytes": 1, "static_ram_bytes": 0, "interpreter_bytes": 0, "stack_bytes": 0}')
 def test_a_damaged_tflm_figures_entry_is_measured_again(fuzz_dir, data):
     """A cache entry is read as TFLM's figures only when it holds all four as byte counts; else it is remeasured."""
     from denselab.deploy.tflm_runtime import FIGURES, read_figures
@@ -606,3 +607,4 @@ def test_a_damaged_tflm_figures_entry_is_measured_again(fuzz_dir, data):
     (fuzz_dir / "runtime.json").write_bytes(data)
     figures = read_figures(fuzz_dir / "runtime.json")
     assert figures is None or all(type(figures[name]) is int and figures[name] >= 0 for name in FIGURES)
+    assert figures is None or isinstance(figures["core"], str)  # an older denselab's entry is measured again

@@ -15,6 +15,7 @@ from denselab.deploy.tflite import op_names
 from denselab.deploy.tflm_build import CACHE_VARIABLE, build_plan, cache_folder, tflm_library
 from denselab.deploy.tflm_firmware import check_tflm_firmware, interpreter_outputs
 from denselab.deploy.tflm_runtime import DENSE_OPS, measure, needs_measuring, op_set, tflm_runtime
+from denselab.deploy.toolchain import ARM_CORES
 from denselab.model.run_dir import load_trained_model
 from denselab.model.spec import spec_of
 
@@ -56,6 +57,25 @@ def test_the_exported_program_runs_on_the_cortex_m4_with_tflms_outputs(model, ke
         assert runtime.ram_bytes == max(footprint.static_ram_bytes + footprint.interpreter_bytes + footprint.stack_bytes,
                                         sum(reference[key] for key in ("static_ram_bytes", "interpreter_bytes",
                                                                        "stack_bytes")))
+
+
+@pytest.mark.parametrize("kernels", ["reference", "cmsis-nn"])
+@pytest.mark.parametrize("core, machine", [("cortex-m0plus", "microbit"), ("cortex-m7", "mps2-an500")])
+def test_the_exported_program_runs_on_each_boards_own_core(core, machine, kernels, trained_dir, fashion, tmp_path):
+    """The SAMD21's and Pico's Cortex-M0+ and the STM32F746's Cortex-M7: TFLM built with that core's
+    flags and run on QEMU's emulation of it, outputs equal to the interpreter's, figures as verdicts use."""
+    out = tmp_path / "export"
+    assert denselab("export", trained_dir / "model.keras", "--c-array", "--c-array-images", str(IMAGES),
+                    "--tflm-images", "10", "--out", out).returncode == 0
+    model_bytes = next(out.glob("*_int8.tflite")).read_bytes()
+    library = tflm_library(tuple(op_names(model_bytes)), kernels, ARM_CORES[core])
+    assert f"-mcpu={core}" in library.compile_flags
+    footprint, run = check_tflm_firmware(out, library, IMAGES)
+    assert run.machine.name == machine
+    np.testing.assert_array_equal(run.outputs, interpreter_outputs(model_bytes, fashion.test_images[:IMAGES]))
+    probe = measure(op_set(model_bytes), kernels, core=core)
+    assert (probe["code_bytes"], probe["stack_bytes"]) == (footprint.runtime_code_bytes, footprint.stack_bytes)
+    assert probe["core"] == core and tflm_runtime(op_set(model_bytes), core=core).code_bytes >= probe["code_bytes"]
 
 
 def test_tflms_figures_are_measured_once_and_kept(tmp_path, monkeypatch):

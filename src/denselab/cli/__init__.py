@@ -6,6 +6,7 @@ TensorFlow) are imported inside the commands that need them, so `denselab --help
 """
 
 from denselab.cli import (  # noqa: F401  (register the commands)
+    boards_commands,
     export_commands,
     model_commands,
     search_commands,

@@ -53,12 +53,12 @@ def print_json(value) -> None:
 def measure_tflm_first() -> None:
     """Before a command that needs TFLM's figures: where they must still be measured (TFLM built,
     minutes the first time), say so on a terminal and measure them, rather than stall silently."""
-    from denselab.deploy.tflm_runtime import needs_measuring, tflm_runtime
+    from denselab.deploy.tflm_runtime import needs_measuring, tflm_runtimes
 
     if err_console.is_terminal and needs_measuring():
-        err_console.print("TensorFlow Lite Micro: building it and measuring its code and RAM, once "
-                          "(a few minutes the first time)", highlight=False)
-        tflm_runtime()
+        err_console.print("TensorFlow Lite Micro: building it for each Arm core and measuring its code "
+                          "and RAM, once (minutes the first time)", highlight=False)
+        tflm_runtimes()
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from denselab import api
 from denselab.cli.app import DataDirOption, JsonOption, app, console, measure_tflm_first, print_json
+from denselab.deploy.boards import load_boards
+from denselab.deploy.cores import CORES
 from denselab.deploy.export import QUANTIZE_ALL, ExportOptions
 
 # The options' defaults are ExportOptions': one home for each.
@@ -65,12 +67,7 @@ def _print_report(report: dict, as_json: bool) -> None:
     if report["c"]:
         _print_c_runtime(report["c"])
     if report["target"]:
-        fit = report["target"]
-        verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
-        basis = "C runtime, measured" if fit["runtime"] == "c" else \
-            f"TFLM, its own code and RAM {'estimated' if fit['flash_is_estimate'] else 'measured'}"
-        console.print(f"{escape(fit['board'])}: {verdict} ({basis}; flash margin {fit['flash_margin_bytes']:,} "
-                      f"bytes, RAM margin {fit['ram_margin_bytes']:,} bytes)")
+        _print_target(report["target"])
     for path in report["c_sources"]:
         console.print(f"wrote {escape(path)}")
     if report.get("arduino"):
@@ -89,6 +86,18 @@ def _print_arduino(arduino: dict) -> None:
                   f"{uno['ram_bytes']:,} of {uno['ram_limit']:,} bytes)")
     console.print(f"  simavr, {uno['images']} images: outputs {same}, {uno['cycles_per_inference']:,} cycles "
                   f"({uno['latency_ms']:g} ms)")
+
+
+def _print_target(fit: dict) -> None:
+    verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
+    if fit["flash_margin_bytes"] is None:  # a runtime that does not run on the board's core
+        console.print(f"{escape(fit['board'])}: {verdict} ({escape(fit['reason'])})")
+        return
+    basis = f"C runtime, {'estimated' if fit['flash_is_estimate'] else 'measured'}" if fit["runtime"] == "c" else \
+        f"TFLM, its own code and RAM {'estimated' if fit['flash_is_estimate'] else 'measured'}"
+    where = f"on its {fit['core']}" if fit["checked_here"] else escape(fit["check_note"])
+    console.print(f"{escape(fit['board'])}: {verdict} ({basis} {where}; flash margin {fit['flash_margin_bytes']:,} "
+                  f"bytes, RAM margin {fit['ram_margin_bytes']:,} bytes)")
 
 
 def _print_exports(report: dict) -> None:
@@ -127,11 +136,19 @@ def _print_c_runtime(c: dict) -> None:
     for difference in c["first_differences"]:
         console.print(f"  image {difference['image']}: first differs at layer {difference['layer']} "
                       f"(by {difference['largest_difference']} int8 steps)")
-    console.print(f"Cortex-M4 (-Os): flash {c['flash_bytes']:,} bytes, RAM {c['ram_bytes']:,} bytes "
-                  f"(stack {c['ram']['stack']} bytes)")
-    qemu = "identical to the host's" if c["qemu_identical"] else "[red]different from the host's[/]"
-    console.print(f"QEMU mps2-an386: {c['qemu_images']} images, outputs {qemu}; "
-                  f"{c['instructions_per_inference']:,} instructions per inference")
+    qemu = "identical to the host's" if c["qemu_identical"] else "[red]not all identical to the host's[/]"
+    console.print(f"On each Arm core (-Os) under QEMU, {c['qemu_images']} images, outputs {qemu}:")
+    for core, figures in c["cores"].items():
+        same = "" if figures.get("identical", True) else " [red]outputs differ[/]"
+        count = f"{figures['cycles_per_inference']:,} cycles" if "cycles_per_inference" in figures else \
+            f"{figures['instructions_per_inference']:,} instr."
+        console.print(f"  {core} ({figures['machine']}): flash {figures['flash_bytes']:,}, RAM "
+                      f"{figures['ram_bytes']:,} bytes, {count}{same}")
     estimates = ", ".join(f"{board} {ms:g} ms" for board, ms in c["latency_estimate_ms"].items())
-    console.print(f"estimated latency (one instruction per cycle, not measured): {estimates}")
+    console.print(f"latency (Arm: one instruction per cycle, an estimate): {estimates}")
+    for key, board in load_boards().items():
+        if key not in c["latency_estimate_ms"]:
+            note = board.check_note if not CORES[board.core].checked else "not built (export --arduino runs it)"
+            console.print(f"{key}: {escape(note)}")
     console.print("fits with the C runtime: " + (", ".join(c["boards_that_fit"]) or "no listed board"))
+

@@ -10,12 +10,19 @@ from denselab.deploy import toolchain
 from denselab.deploy.arduino.export import check_arduino_options, export_arduino_library
 from denselab.deploy.boards import board, boards_that_fit, io_bytes, target_verdict
 from denselab.deploy.c_array import tflm_program, write_c_sources
-from denselab.deploy.c_runtime.export import CHECK_PROGRAMS, check_c_options, check_image_counts, export_c_runtime
+from denselab.deploy.c_runtime.export import (
+    CHECK_PROGRAMS,
+    add_uno,
+    check_c_options,
+    check_image_counts,
+    export_c_runtime,
+)
 from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 from denselab.deploy.tflite import CALIBRATION_IMAGES, QUANTIZATIONS, check_quantize, export_model, op_names
 from denselab.deploy.tflm import TFLM_IMAGES, arena_for_shapes, check_under_tflm
 from denselab.deploy.tflm_build import checked_ops
-from denselab.deploy.tflm_runtime import check_trees, op_set, tflm_runtime
+from denselab.deploy.tflm_runtime import check_trees, op_set, tflm_runtimes
+from denselab.deploy.toolchain import CORTEX_M4
 from denselab.errors import BadInput
 from denselab.model.spec import check_model_file, spec_of
 
@@ -121,18 +128,21 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     count = min(options.tflm_images, len(dataset.test_labels))
     check = check_under_tflm(model_bytes, dataset.test_images[:count], dataset.test_labels[:count], normalization)
     report["tflm"] = check.as_dict()
-    needed_io, runtime = io_bytes(dataset), tflm_runtime(op_set(model_bytes), model_bytes)
-    report["tflm_runtime"] = runtime.as_dict()
-    report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io, runtime)
+    needed_io, runtimes = io_bytes(dataset), tflm_runtimes(op_set(model_bytes), model_bytes)
+    core = board(options.target).measured_core if options.target else CORTEX_M4.name
+    report["tflm_runtime"] = runtimes.get(core, runtimes[CORTEX_M4.name]).as_dict()
+    report["tflm_runtimes"] = {core: runtime.as_dict() for core, runtime in runtimes.items()}
+    report["boards_that_fit"] = boards_that_fit(len(model_bytes), check.arena_bytes, needed_io, runtimes)
     if options.runtime == "c":
         report["c"] = export_c_runtime(model_bytes, str(int8.path), dataset, normalization, out_dir, model.name,
                                        **options.c_options)
     if options.arduino:
         report["arduino"] = export_arduino_library(model_bytes, str(int8.path), dataset, normalization, out_dir,
                                                    model.name, options.check, report["c"])
+        add_uno(report["c"], report["arduino"]["uno"], dataset)
     if options.target:
         report["target"] = target_verdict(options.target, report, len(model_bytes), check.arena_bytes, needed_io,
-                                          runtime)
+                                          runtimes)
     if options.c_array:
         count = options.c_array_images
         sources = tflm_program(model_bytes, model.name, check.arena_bytes, dataset.test_images[:count],
@@ -162,9 +172,10 @@ def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_
     if options.arduino:
         report["arduino"] = export_arduino_library(model_bytes, str(model), dataset, options.normalization, out_dir,
                                                    model.stem, options.check, report["c"])
+        add_uno(report["c"], report["arduino"]["uno"], dataset)
     if options.target:
         # Under TFLM where the C runtime was not checked: its arena, as the int8 export's is.
-        runtime = tflm_runtime(op_set(model_bytes), model_bytes)
+        runtimes = tflm_runtimes(op_set(model_bytes), model_bytes)
         report["target"] = target_verdict(options.target, report, len(model_bytes), arena_for_shapes(model_bytes),
-                                          io_bytes(dataset), runtime)
+                                          io_bytes(dataset), runtimes)
     return report

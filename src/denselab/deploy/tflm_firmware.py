@@ -1,10 +1,11 @@
 """The TFLM program that `export --c-array` writes, compiled against TFLM and run under QEMU.
 
 The program that ran is the program users get: exactly the exported `main.cc`, `model_data.cc`
-and `model_data.h`, linked with a TFLM library (denselab.deploy.tflm_build) and a thin board
-layer for QEMU's mps2-an386 (`tflm_board/`: start-up code, linker script, and the hooks that
-count instructions and measure the stack around each Invoke()). Its int8 outputs are compared
-with the Python `tflite_micro` interpreter's on the same images.
+and `model_data.h`, linked with a TFLM library (denselab.deploy.tflm_build) for a board's core
+and a thin board layer for QEMU's emulation of that core (`board/`, shared with the C runtime's
+firmware: start-up code, linker script, and the hooks that count instructions and measure the
+stack around each Invoke(); denselab.deploy.qemu says which machine runs which core). Its int8
+outputs are compared with the Python `tflite_micro` interpreter's on the same images.
 
 Flash and RAM come from the linker map. TFLM's runtime code is what the TFLM library's
 objects take, plus the C library code they pull in beyond what the board layer and printf
@@ -15,17 +16,23 @@ own code, its test images, printf) is reported apart: a board's sketch has its o
 import re
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK, placed_sections, run_under_qemu
+from denselab.deploy.qemu import (
+    LINKER_SCRIPT,
+    Machine,
+    board_file,
+    instructions,
+    link_for,
+    linker_script,
+    placed_sections,
+    run_under_qemu,
+)
 from denselab.deploy.tflm_build import TFLMLibrary
 
-BOARD = "tflm_board"  # beside this module
-LINKER_SCRIPT = "mps2_an386.ld"
 BOARD_SOURCES = ("startup.c", "invoke_hooks.c")
 # A firmware with the board layer and main.cc's printf calls but no TFLM: the C library code
 # that any program printing over semihosting has, which is not TFLM's.
@@ -45,15 +52,16 @@ class FirmwareRun:
     """What the firmware printed under QEMU."""
 
     outputs: np.ndarray  # int8, (images, classes)
-    instructions: np.ndarray  # per Invoke(), from SysTick: a multiple of INSTRUCTIONS_PER_TICK
+    instructions: np.ndarray  # per Invoke(), from SysTick (its resolution: machine.instructions_per_tick)
     stack_bytes: int  # the deepest stack of one Invoke()
     arena_used_bytes: int  # interpreter.arena_used_bytes(), on the 32-bit core
     interpreter_bytes: int  # sizeof the MicroInterpreter and the op resolver, on main()'s stack
+    machine: Machine  # the QEMU machine that ran it
 
 
 @dataclass(frozen=True)
 class TFLMFootprint:
-    """TFLM's flash and RAM for one model on the Cortex-M4, from the linker map and the run."""
+    """TFLM's flash and RAM for one model on one core, from the linker map and the run."""
 
     runtime_code_bytes: int  # the TFLM library's objects and the C library code only they need
     model_bytes: int  # the model's array (model_data.cc)
@@ -96,38 +104,38 @@ def footprint(map_text: str, baseline_map_text: str, run: FirmwareRun) -> TFLMFo
                          total - runtime - model_bytes)
 
 
-def _board_file(name: str) -> str:
-    return (resources.files("denselab.deploy") / BOARD / name).read_text()
-
-
-def _link(objects: list[Path], library: TFLMLibrary, archive: bool, folder: Path, name: str) -> tuple[Path, Path]:
+def _link(objects: list[Path], library: TFLMLibrary, archive: bool, folder: Path, name: str,
+          machine: Machine) -> tuple[Path, Path]:
     """Link `objects` (with the library's archive unless not `archive`) as the library's own programs link."""
-    (folder / LINKER_SCRIPT).write_text(_board_file(LINKER_SCRIPT))
+    (folder / LINKER_SCRIPT).write_text(linker_script(machine))
     elf, map_file = folder / f"{name}.elf", folder / f"{name}.map"
     toolchain.compile_c([toolchain.arm_tool("g++"), "-nostartfiles", f"-T{folder / LINKER_SCRIPT}",
                          f"-Wl,-Map={map_file}", *map(str, objects), *([str(library.archive)] if archive else []),
-                         *library.link_flags, "-o", str(elf)], f"the TFLM firmware ({name})")
+                         *library.link_flags, "-o", str(elf)], f"the TFLM firmware ({name}) for {machine.name}")
     return elf, map_file
 
 
-def _compile_c(source: Path, library: TFLMLibrary, what: str) -> Path:
+def _compile_c(source: Path, library: TFLMLibrary, what: str, *defines: str) -> Path:
     """A C file of the board layer, for the library's core."""
     target = source.with_suffix(".o")
     toolchain.compile_c([toolchain.find("arm-none-eabi-gcc"), *library.core.flags, "-Os", "-ffunction-sections",
-                         "-fdata-sections", "-c", str(source), "-o", str(target)], what)
+                         "-fdata-sections", *defines, "-c", str(source), "-o", str(target)], what)
     return target
 
 
-def _board_objects(folder: Path, library: TFLMLibrary) -> list[Path]:
+def _board_objects(folder: Path, library: TFLMLibrary, machine: Machine) -> list[Path]:
     objects = []
     for name in BOARD_SOURCES:
-        (folder / name).write_text(_board_file(name))
-        objects.append(_compile_c(folder / name, library, f"the board layer's {name}"))
+        (folder / name).write_text(board_file(name))
+        # The hooks paint as much stack as the machine's RAM allows.
+        objects.append(_compile_c(folder / name, library, f"the board layer's {name}",
+                                  f"-DDL_PAINTED={machine.painted_stack_bytes}u"))
     return objects
 
 
-def build_firmware(sources: Path, library: TFLMLibrary, folder: Path) -> tuple[Path, Path, Path]:
-    """Compile the exported main.cc and model_data.cc against `library`; the ELF, its map, and the baseline's map."""
+def build_firmware(sources: Path, library: TFLMLibrary, folder: Path) -> tuple[Path, Path, Path, Machine]:
+    """Compile the exported main.cc and model_data.cc against `library`; the ELF, its map, the baseline's
+    map, and the machine they are linked for (the first of the library's core that holds them)."""
     compiler = toolchain.arm_tool("g++")
     includes = [f"-I{sources}", *(f"-I{directory}" for directory in library.include_dirs)]
     objects = []
@@ -136,17 +144,20 @@ def build_firmware(sources: Path, library: TFLMLibrary, folder: Path) -> tuple[P
         toolchain.compile_c([compiler, *library.compile_flags, *includes, "-c", str(sources / name), "-o", str(target)],
                             f"{name} against TFLM")
         objects.append(target)
-    board = _board_objects(folder, library)
-    elf, map_file = _link(objects + board, library, True, folder, "firmware")
+    machine, (elf, map_file) = link_for(
+        library.core.name,
+        lambda machine: _link(objects + _board_objects(folder, library, machine), library, True, folder, "firmware",
+                              machine))
     (folder / "baseline.c").write_text(BASELINE_MAIN)
     baseline = _compile_c(folder / "baseline.c", library, "the baseline firmware")
-    _, baseline_map = _link([baseline, *board], library, False, folder, "baseline")
-    return elf, map_file, baseline_map
+    _, baseline_map = _link([baseline, *_board_objects(folder, library, machine)], library, False, folder,
+                            "baseline", machine)
+    return elf, map_file, baseline_map, machine
 
 
-def run_firmware(elf: Path, images: int) -> FirmwareRun:
+def run_firmware(elf: Path, images: int, machine: Machine) -> FirmwareRun:
     """Run the firmware under qemu-system-arm and read back its int8 outputs, instructions, stack and arena."""
-    printed = run_under_qemu(elf, "the TFLM firmware")
+    printed = run_under_qemu(elf, "the TFLM firmware", machine)
     outputs = re.findall(r"^image \d+: .*; int8 outputs((?: -?\d+)+)$", printed, re.MULTILINE)
     invokes = re.findall(r"^invoke ticks (\d+) stack (\d+)( overflowed)?$", printed, re.MULTILINE)
     arena = re.search(r"^arena used: (\d+) of \d+ bytes$", printed, re.MULTILINE)
@@ -154,8 +165,8 @@ def run_firmware(elf: Path, images: int) -> FirmwareRun:
     if len(outputs) != images or len(invokes) != images or any(flag for *_, flag in invokes) or not (arena and objects):
         raise RuntimeError(f"unexpected TFLM firmware output under QEMU:\n{printed[-2000:]}")
     return FirmwareRun(np.array([[int(value) for value in line.split()] for line in outputs], np.int8),
-                       np.array([int(ticks) for ticks, _, _ in invokes], np.int64) * INSTRUCTIONS_PER_TICK,
-                       max(int(stack) for _, stack, _ in invokes), int(arena.group(1)), int(objects.group(1)))
+                       instructions([int(ticks) for ticks, _, _ in invokes], machine),
+                       max(int(stack) for _, stack, _ in invokes), int(arena.group(1)), int(objects.group(1)), machine)
 
 
 def interpreter_outputs(model_bytes: bytes, images: np.ndarray, normalization: str = "scale") -> np.ndarray:
@@ -176,8 +187,9 @@ def interpreter_outputs(model_bytes: bytes, images: np.ndarray, normalization: s
 
 
 def check_tflm_firmware(sources: Path, library: TFLMLibrary, images: int) -> tuple[TFLMFootprint, FirmwareRun]:
-    """Build the exported TFLM program in `sources` against `library`, run it under QEMU, measure it."""
+    """Build the exported TFLM program in `sources` against `library`, run it under QEMU on an emulator of
+    the library's core, measure it."""
     with tempfile.TemporaryDirectory(prefix="denselab-tflm-firmware-") as folder:
-        elf, map_file, baseline_map = build_firmware(sources, library, Path(folder))
-        run = run_firmware(elf, images)
+        elf, map_file, baseline_map, machine = build_firmware(sources, library, Path(folder))
+        run = run_firmware(elf, images, machine)
         return footprint(map_file.read_text(), baseline_map.read_text(), run), run

@@ -27,12 +27,20 @@ class Core:
     flags: tuple[str, ...]
 
 
+# The cores of boards.toml's Arm boards. The Cortex-M0+ (ARMv6-M) has no FPU, no DSP
+# instructions and no 32x32->64 multiply; the STM32F746's Cortex-M7 has a single-precision FPU.
+CORTEX_M0PLUS = Core("cortex-m0plus", ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"))
 CORTEX_M4 = Core("cortex-m4", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"))
+CORTEX_M7 = Core("cortex-m7", ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"))
+ARM_CORES = {core.name: core for core in (CORTEX_M0PLUS, CORTEX_M4, CORTEX_M7)}
 
 HOST_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
-# denselab's C runtime and its firmware, for the Cortex-M4.
-CORTEX_M4_FLAGS = (*CORTEX_M4.flags, "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror",
-                   "-ffunction-sections", "-fdata-sections")
+# denselab's C runtime and its firmware, for any core (after the core's own flags).
+C_RUNTIME_FLAGS = ("-Os", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
+
+
+def c_runtime_flags(core: Core) -> tuple[str, ...]:
+    return (*core.flags, *C_RUNTIME_FLAGS)
 
 
 def find(program: str) -> str:

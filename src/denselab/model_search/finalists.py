@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from denselab.data.dataset import Dataset
-from denselab.deploy.c_runtime.export import export_c_runtime
+from denselab.deploy.arduino.export import export_arduino_library
+from denselab.deploy.c_runtime.export import add_uno, export_c_runtime
+from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
 from denselab.deploy.tflite import LiteRTClassifier, calibration_images, convert
 from denselab.deploy.tflm import TFLM_IMAGES, check_under_tflm
+from denselab.errors import BadInput
 from denselab.model.spec import load_model
 from denselab.model_search import space
 from denselab.model_search.run import Trial
@@ -94,9 +97,29 @@ def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> F
     fits, c = target.fits(len(model_bytes), tflm["arena_bytes"]), None
     if target.runtime == "c":
         c = export_c_runtime(model_bytes, str(tflite_path), full, normalization, folder / f"{name}_c", name)
-        fits = target.holds(c["flash_bytes"], c["ram_bytes"]).fits
+        fits = _c_fits(c, model_bytes, str(tflite_path), full, normalization, folder / f"{name}_c", name, target)
     study_text = study_toml(f"search-{name}", f"Reproduces search trial {name}, trained on all training images "
                             f"({'the winner' if winner else 'a Pareto point'} for {target.name}).", seeds, variant)
     study_path = write_bytes_atomically(folder / f"{name}.study.toml", study_text.encode())
     return Finalist(trial, name, winner, runs, tflite_path, float((predicted == full.test_labels).mean()), tflm,
                     fits, study_path, c)
+
+
+def _c_fits(c: dict, model_bytes: bytes, source: str, full: Dataset, normalization: str, folder: Path, name: str,
+            target: Target) -> bool:
+    """Whether the finalist's C runtime fits, on its build for the target's core. For the Uno that is the
+    Arduino sketch, built and run under simavr; where not even one test image fits beside the model
+    there, its flash and RAM bounds (denselab.deploy.c_runtime.footprint) decide."""
+    if target.core == "avr":
+        try:
+            arduino = export_arduino_library(model_bytes, source, full, normalization, folder, name, True, c)
+        except BadInput:  # no room for a test image in the example sketch
+            arduino = None
+        add_uno(c, arduino and arduino["uno"], full)
+        c["arduino"] = arduino
+    figures = c["cores"].get(target.core)
+    if figures is None:
+        hidden = tuple(c["hidden_units"])
+        return target.holds(c_flash_bytes(hidden, full.class_names, core=target.core),
+                            c_ram_bytes(hidden, core=target.core)).fits
+    return target.holds(figures["flash_bytes"], figures["ram_bytes"]).fits

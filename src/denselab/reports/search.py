@@ -109,14 +109,24 @@ def _summary_lines(report: SearchReport) -> list[str]:
             f"{w['tflm']['top_class_agreement']:.1%} of {w['tflm']['images']} test images; "
             f"{'fits' if w['fits'] else 'does NOT fit'} {t.name}.")
         if w["c"]:
-            c = w["c"]
-            lines.append(
-                f"C runtime of the winner: {c['flash_bytes']:,} bytes of flash and {c['ram_bytes']:,} bytes of RAM on a "
-                f"Cortex-M4 (measured from the linker map and the stack); outputs "
-                f"{'identical to' if c['host_identical_to_tflm'] else 'DIFFERENT from'} TFLM's on "
-                f"{c['host_images']:,} test images, and under QEMU {'identical to' if c['qemu_identical'] else 'DIFFERENT from'} "
-                f"the host's on {c['qemu_images']}; {c['instructions_per_inference']:,} instructions per inference.")
+            lines.append(c_runtime_line(w["c"], t.core))
     return lines
+
+
+def c_runtime_line(c: dict, core: str) -> str:
+    """The winner's C runtime on the target's own core: its build there, or footprint's bounds where it
+    could not be run (the Uno, when no test image fits beside the model in its sketch)."""
+    same = "identical to" if c["host_identical_to_tflm"] else "DIFFERENT from"
+    text = f"C runtime of the winner: outputs {same} TFLM's on {c['host_images']:,} test images on the host"
+    figures = c["cores"].get(core)
+    if figures is None:
+        return text + f"; not run on its {core} (no room for a test image beside the model in the example sketch)."
+    where = "under simavr (ATmega328P at 16 MHz)" if core == "avr" else f"under QEMU {figures['machine']}"
+    count = f"{figures['cycles_per_inference']:,} cycles" if "cycles_per_inference" in figures else \
+        f"{figures['instructions_per_inference']:,} instructions"
+    return (text + f"; on its {core}: {figures['flash_bytes']:,} bytes of flash and {figures['ram_bytes']:,} bytes "
+            f"of RAM (measured), {where} {'identical to' if figures['identical'] else 'DIFFERENT from'} the "
+            f"interpreter's, {count} per inference.")
 
 
 def _finalist_rows(report: SearchReport) -> list[tuple[str, ...]]:

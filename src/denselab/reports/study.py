@@ -15,7 +15,8 @@ import numpy as np
 
 from denselab.data.dataset import Dataset
 from denselab.deploy.boards import boards_that_fit, boards_that_fit_c, io_bytes, load_boards
-from denselab.deploy.tflm_runtime import TFLMRuntime, tflm_runtime
+from denselab.deploy.cores import CORES
+from denselab.deploy.tflm_runtime import TFLMRuntime, tflm_runtimes
 from denselab.model.predict import DensePredictor
 from denselab.model.spec import load_model
 from denselab.reports import plots, prediction_figures
@@ -49,7 +50,7 @@ class Report:
     deployment: dict[str, tuple[int, list[str]] | None]
     # Variant name -> boards it fits with denselab's C runtime, from its layer sizes.
     c_boards: dict[str, list[str]]
-    tflm: TFLMRuntime  # TFLM's own figures (the exercise's ops), which the note under the boards states
+    tflm: dict[str, TFLMRuntime]  # TFLM's own figures by core (the exercise's ops), which the note under the boards states
 
     @property
     def best(self) -> VariantSummary:
@@ -96,7 +97,7 @@ def build_report(study: Study, runs: list[dict], dataset: Dataset, failed: list[
     figures += _prediction_figures(best_runs[0], dataset)
     environment = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
                   f"Keras backend {runs[0]['keras_backend']}"
-    deployment, tflm = {}, tflm_runtime()
+    deployment, tflm = {}, tflm_runtimes()
     for summary in summaries:
         first = min((run for run in runs if run["variant"] == summary.name), key=lambda run: run["seed"])
         deployment[summary.name] = None if first.get("int8_bytes") is None else \
@@ -112,7 +113,7 @@ def _tflm_boards(run: dict, dataset: Dataset) -> list[str]:
     found when it finished (on the estimate of then)."""
     if not run.get("int8_ops") or run.get("arena_bytes") is None:
         return run["boards"]
-    return boards_that_fit(run["int8_bytes"], run["arena_bytes"], io_bytes(dataset), tflm_runtime(run["int8_ops"]))
+    return boards_that_fit(run["int8_bytes"], run["arena_bytes"], io_bytes(dataset), tflm_runtimes(run["int8_ops"]))
 
 
 def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
@@ -142,14 +143,20 @@ def _prediction_figures(run: dict, dataset: Dataset) -> list[Figure]:
 WORK_HEADER = "GFLOP/epoch"
 TABLE_HEADER = ("variant", "params", "test acc.", "train acc.", "test loss", "epochs", "s/epoch", WORK_HEADER, "seeds")
 FITS, DOES_NOT_FIT = "✓", "–"
-def boards_note(tflm: TFLMRuntime) -> str:
+def boards_note(tflm: dict[str, TFLMRuntime]) -> str:
+    own = "; ".join(f"{core}: {runtime.code_bytes:,} and {runtime.ram_bytes:,} bytes" for core, runtime in tflm.items())
+    basis = {runtime.basis.split(", ", 1)[-1] for runtime in tflm.values()}
+    unchecked = ", ".join(key for key, board in load_boards().items() if not CORES[board.core].checked)
+    no_tflm = ", ".join(key for key, board in load_boards().items() if not CORES[board.core].tflm)
     return (
         "int8 bytes: the full-integer TensorFlow Lite model of each variant's first seed. Under each board, the "
         f"first mark is TensorFlow Lite Micro, the second denselab's C runtime (denselab export --runtime c): {FITS} "
-        f"fits, {DOES_NOT_FIT} does not, ? not measured (a run stored by an older denselab). TFLM fits where the "
-        "board's flash holds the model and TFLM's code, and its RAM the measured arena and TFLM's own RAM "
-        f"({tflm.code_bytes:,} and {tflm.ram_bytes:,} bytes, {tflm.basis}); the C runtime's flash and RAM follow "
-        "from the layer sizes (bounds checked against Cortex-M4 builds)."
+        f"fits, {DOES_NOT_FIT} does not, ? not measured (a run stored by an older denselab). Each board is judged "
+        "on its own core. TFLM fits where the board's flash holds the model and TFLM's code, and its RAM the "
+        f"measured arena and TFLM's own RAM ({own}; {'; '.join(sorted(basis))}); it does not run on {no_tflm} "
+        "(it needs a 32-bit core). The C runtime's flash and RAM follow from the layer sizes (bounds checked "
+        f"against each core's builds). {unchecked}: not checked here (no Xtensa toolchain), judged on the "
+        "Cortex-M4's figures."
     )
 
 

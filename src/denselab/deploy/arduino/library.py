@@ -23,7 +23,8 @@ import numpy as np
 
 from denselab import __version__
 from denselab.deploy.arduino.sketch import EXAMPLE_NAME, classify_sketch
-from denselab.deploy.arduino.uno import UNO_FLASH_BYTES
+from denselab.deploy.boards import board
+from denselab.deploy.c_runtime.footprint import c_flash_bytes
 from denselab.deploy.c_runtime.source import HEADER, SOURCE
 from denselab.errors import BadInput
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
@@ -32,15 +33,7 @@ DEFAULT_IMAGES = 3
 IMAGE_BYTES = 784
 # denselab has no public home; url= names the data set the model classifies.
 URL = "https://github.com/zalandoresearch/fashion-mnist"
-# The Classify sketch on the Uno besides the model's tables, the class names and the images: the
-# Arduino core, Serial, the sketch, the kernels' code, the pixel table and the softmax's factors.
-# Measured with arduino-builder and Debian's core 1.8.7 (avr-gcc 5.4, -Os) for 784-16-10,
-# 784-20-10, 784-24-10, 784-32-10, 784-16-16-10, 784-24-8-10 and 784-8-8-8-10 with 1 to 3
-# images: 5,333 to 5,415 bytes with one hidden layer and 16 more per further layer
-# (denselab_predict's loop unrolled); rounded up. tests/test_arduino.py checks the bound.
-UNO_FIXED_FLASH_BYTES = 5_400
-AVR_PER_OUTPUT_BYTES = 9  # an int32 bias, an int32 multiplier and an int8 shift per output
-AVR_PER_LAYER_BYTES = 24 + 16  # one dl_layer entry (four 16-bit pointers, four int32s), and code
+IMAGE_ROM_BYTES = IMAGE_BYTES + 1  # each embedded image and its label byte, in the sketch's flash
 API = {"KEYWORD2": ("denselab_predict", "denselab_quantize", "denselab_classify", "denselab_class_names"),
        "LITERAL1": ("DENSELAB_INPUT_SIZE", "DENSELAB_CLASSES", "DENSELAB_INPUT_SCALE", "DENSELAB_INPUT_ZERO_POINT",
                     "DENSELAB_OUTPUT_SCALE", "DENSELAB_OUTPUT_ZERO_POINT")}
@@ -54,12 +47,9 @@ def library_name(model_name: str) -> str:
 
 
 def uno_flash_bytes(hidden_units: tuple[int, ...], class_names, images: int, inputs: int = IMAGE_BYTES) -> int:
-    """The Classify sketch's flash on the Uno with `images` embedded, an upper bound (see UNO_FIXED_FLASH_BYTES)."""
-    sizes = [inputs, *hidden_units, len(class_names)]
-    tables = sum(fan_in * fan_out + AVR_PER_OUTPUT_BYTES * fan_out + AVR_PER_LAYER_BYTES
-                 for fan_in, fan_out in zip(sizes, sizes[1:]))
-    names = sum(2 + len(name.encode()) + 1 for name in class_names)
-    return UNO_FIXED_FLASH_BYTES + tables + names + images * (IMAGE_BYTES + 1)
+    """The Classify sketch's flash on the Uno with `images` embedded, an upper bound: the C runtime's
+    AVR bound (denselab.deploy.c_runtime.footprint, the sketch but its images) and the images."""
+    return c_flash_bytes(tuple(hidden_units), tuple(class_names), inputs, core="avr") + images * IMAGE_ROM_BYTES
 
 
 def uno_images(hidden_units: tuple[int, ...], class_names, model_name: str, wanted: int = DEFAULT_IMAGES) -> int:
@@ -67,12 +57,13 @@ def uno_images(hidden_units: tuple[int, ...], class_names, model_name: str, want
 
     BadInput, naming the figures, when not even one fits beside the model.
     """
+    limit = board("uno").flash_bytes
     for images in range(wanted, 0, -1):
-        if uno_flash_bytes(hidden_units, class_names, images) <= UNO_FLASH_BYTES:
+        if uno_flash_bytes(hidden_units, class_names, images) <= limit:
             return images
     needed = uno_flash_bytes(hidden_units, class_names, 1)
     raise BadInput(f"{model_name} is too big for the Arduino Uno: its Classify sketch needs about {needed:,} bytes "
-                   f"of flash with one test image, the Uno has {UNO_FLASH_BYTES:,}; leave out --arduino")
+                   f"of flash with one test image, the Uno has {limit:,}; leave out --arduino")
 
 
 def write_arduino_library(sources: dict[str, str], model_name: str, class_names, hidden_units: tuple[int, ...],

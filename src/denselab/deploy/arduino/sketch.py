@@ -92,6 +92,23 @@ static uint32_t dl_timer_cycles(void) {
   SREG = sreg;
   return ((uint32_t)high << 16) | low;
 }
+
+/* The RAM the sketch needs beyond its variables: the free RAM between them and the stack is
+ * painted before the first inference; what is no longer paint after the last, the stack used. */
+extern uint8_t __heap_start;
+#define DL_PAINT 0xA5
+
+static void dl_paint_stack(void) {
+  uint8_t here;
+  uint8_t *p = &__heap_start;
+  while (p < &here - 16) *p++ = DL_PAINT; /* below this frame, with a margin */
+}
+
+static unsigned dl_stack_used(void) {
+  const uint8_t *p = &__heap_start;
+  while (p <= (const uint8_t *)RAMEND && *p == DL_PAINT) ++p;
+  return (unsigned)((const uint8_t *)RAMEND + 1 - p);
+}
 #endif
 
 static void dl_classify_image(int k) {
@@ -138,7 +155,15 @@ void setup() {
   Serial.begin(115200);
   while (!Serial) {
   } /* boards with native USB: wait for the Serial Monitor */
+#ifdef __AVR__
+  dl_paint_stack();
+#endif
   for (k = 0; k < DL_IMAGES; ++k) dl_classify_image(k);
+#ifdef __AVR__
+  Serial.print(F("stack "));
+  Serial.print(dl_stack_used());
+  Serial.println(F(" bytes"));
+#endif
   Serial.println(F("done"));
 #ifdef __AVR__
   /* Sleep with interrupts off, for good: an emulator (simavr) takes it as the end. */

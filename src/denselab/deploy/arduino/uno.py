@@ -17,11 +17,9 @@ import numpy as np
 
 from denselab.deploy.arduino.sketch import DONE, EXAMPLE_NAME
 from denselab.deploy.arduino.tools import find
+from denselab.deploy.boards import board
 
 FQBN = "arduino:avr:uno"
-UNO_FLASH_BYTES = 32_256  # the ATmega328P's 32 KB less the bootloader's 512 bytes
-UNO_RAM_BYTES = 2_048
-UNO_CLOCK_HZ = 16_000_000
 SIMAVR_TIMEOUT_S = 120
 # Where Debian's packages put the core, arduino-builder's own platform.txt (without it the
 # build stops: "ctags pattern is missing") and its tools.
@@ -33,13 +31,14 @@ EXTRA_FLAGS = "-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=17"
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _IMAGE_LINE = re.compile(r"^image (\d+): (.*) \(class (\d+), true (\d+)\), (\d+) cycles = (\d+) us, "
                          r"outputs((?: -?\d+)+)$")
+_STACK_LINE = re.compile(r"^stack (\d+) bytes$")
 
 
 @dataclass(frozen=True)
 class UnoBuild:
     elf: Path
     flash_bytes: int  # "Sketch uses N bytes": .text and .data
-    ram_bytes: int  # "Global variables use N bytes": .data and .bss, the stack not counted
+    ram_bytes: int  # "Global variables use N bytes": .data and .bss (the run measures the stack)
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,7 @@ class SketchRun:
     labels: list[int]  # the true class it printed
     names: list[str]  # the class name it printed
     cycles: np.ndarray  # CPU cycles of each denselab_predict call
+    stack_bytes: int | None  # the deepest the sketch's stack went (painted RAM), where it printed it
 
 
 def build_for_uno(library_dir: Path, build_dir: Path) -> UnoBuild:
@@ -88,15 +88,16 @@ def parse_sketch_output(printed: str, images: int) -> SketchRun:
     outputs = [[int(value) for value in match.group(7).split()] for match in found]
     if len({len(row) for row in outputs}) != 1 or any(not -128 <= value <= 127 for row in outputs for value in row):
         raise ValueError(f"outputs of unequal length or outside int8:\n{printed[-2000:]}")
+    stack = next((int(match.group(1)) for match in map(_STACK_LINE.match, lines) if match), None)
     return SketchRun(np.array(outputs, np.int8), [int(match.group(3)) for match in found],
                      [int(match.group(4)) for match in found], [match.group(2) for match in found],
-                     np.array([int(match.group(5)) for match in found], np.int64))
+                     np.array([int(match.group(5)) for match in found], np.int64), stack)
 
 
 def run_under_simavr(elf: Path, images: int, timeout_s: int = SIMAVR_TIMEOUT_S) -> SketchRun:
     """Run the example's ELF on simavr's ATmega328P at 16 MHz and read back what it printed."""
     simavr = find("simavr")
-    command = [simavr, "-m", "atmega328p", "-f", str(UNO_CLOCK_HZ), str(elf)]
+    command = [simavr, "-m", "atmega328p", "-f", str(board("uno").clock_hz), str(elf)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout_s)
     except subprocess.TimeoutExpired as expired:

@@ -1,4 +1,6 @@
-"""Checks two and three: the C runtime built for a Cortex-M4 and run on QEMU's emulated one.
+"""Checks two and three: the C runtime built for a board's own Cortex-M core and run on QEMU's
+emulation of that core (denselab.deploy.qemu.EMULATORS: the Cortex-M0+ on the micro:bit, or
+on mps2-an386 when too large for it; the Cortex-M4 on mps2-an386; the Cortex-M7 on mps2-an500).
 
 The firmware embeds test images, runs `denselab_predict` on each and prints the outputs
 over semihosting, with the SysTick count around each call (instructions: see
@@ -12,7 +14,6 @@ section, plus the stack that inference used.
 import re
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +21,30 @@ import numpy as np
 from denselab.data.dataset import IMAGE_SIDE
 from denselab.deploy import toolchain
 from denselab.deploy.c_runtime.source import SOURCE
-from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK, QEMU_MACHINE, placed_sections, run_under_qemu
+from denselab.deploy.qemu import (
+    LINKER_SCRIPT,
+    Machine,
+    board_file,
+    instructions,
+    largest_machine,
+    link_for,
+    linker_script,
+    placed_sections,
+    run_under_qemu,
+)
+from denselab.deploy.toolchain import ARM_CORES, CORTEX_M4, Core
 from denselab.errors import BadInput
 
-LINKER_SCRIPT = "mps2_an386.ld"  # the one place where the emulated board's memory is defined
 QEMU_IMAGES = 100
-PAINTED_STACK_BYTES = 32_768
 # The firmware's flash besides the model's C runtime and the embedded images: start-up code,
 # main() and newlib's printf and semihosting, 34,372 bytes measured (arm-none-eabi-gcc 12.2,
 # -Os), rounded up. Each embedded image takes IMAGE_SIDE² bytes.
 FIRMWARE_FLASH_BYTES = 40_960
-_LENGTH_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
 
 
 @dataclass(frozen=True)
 class Footprint:
-    """What the model's object file takes on the Cortex-M4, from the linker map."""
+    """What the model's object file takes on one core, from the linker map."""
 
     text: int
     rodata: int
@@ -55,47 +64,48 @@ class Footprint:
 @dataclass(frozen=True)
 class EmulatorRun:
     outputs: np.ndarray  # int8, (images, classes)
-    instructions: np.ndarray  # per inference, from SysTick: a multiple of INSTRUCTIONS_PER_TICK
+    instructions: np.ndarray  # per inference, from SysTick (its resolution: machine.instructions_per_tick)
     stack_bytes: int
     first_class: int  # denselab_classify of the first image
+    machine: Machine  # the QEMU machine that ran it
 
 
-def emulated_memory() -> dict[str, int]:
-    """Bytes of each memory region of the emulated board ("FLASH", "RAM"), read from its linker script."""
-    script = (resources.files("denselab.deploy.c_runtime") / "c" / LINKER_SCRIPT).read_text()
-    regions = re.findall(r"^\s*(\w+)\s*\([rwx]+\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\d+)([KM]?)\s*$",
-                         script, re.MULTILINE)
-    return {name: int(length) * _LENGTH_UNITS[unit] for name, length, unit in regions}
+def emulated_memory(core: str = CORTEX_M4.name) -> dict[str, int]:
+    """Bytes of flash and RAM ("FLASH", "RAM") of the largest machine that emulates `core`."""
+    machine = largest_machine(core)
+    return {"FLASH": machine.flash_bytes, "RAM": machine.ram_bytes}
 
 
-def most_embedded_images(model_flash_bytes: int) -> int:
+def most_embedded_images(model_flash_bytes: int, core: str = CORTEX_M4.name) -> int:
     """How many test images the firmware's flash holds beside a C runtime of `model_flash_bytes`."""
-    free = emulated_memory()["FLASH"] - model_flash_bytes - FIRMWARE_FLASH_BYTES
+    free = emulated_memory(core)["FLASH"] - model_flash_bytes - FIRMWARE_FLASH_BYTES
     return max(0, free // (IMAGE_SIDE * IMAGE_SIDE))
 
 
 def check_embedded_images(images: int, model_flash_bytes: int) -> None:
-    """BadInput, before anything is built, when `images` test images and the model overflow the board's flash."""
-    limit = most_embedded_images(model_flash_bytes)
-    flash = f"{emulated_memory()['FLASH'] // 1024:,} KB of flash"
+    """BadInput, before anything is built, when `images` test images and the model overflow the flash of
+    the emulator of any core the C runtime is checked on."""
+    core = min(ARM_CORES, key=lambda name: emulated_memory(name)["FLASH"])
+    limit, machine = most_embedded_images(model_flash_bytes, core), largest_machine(core).name
+    flash = f"{emulated_memory(core)['FLASH'] // 1024:,} KB of flash"
     if limit < 1:
         raise BadInput(f"the model's C runtime ({model_flash_bytes:,} bytes) leaves no room for a test image in "
-                       f"the emulated {QEMU_MACHINE}'s {flash}; export it with --no-check")
+                       f"the emulated {machine}'s {flash}; export it with --no-check")
     if images > limit:
-        raise BadInput(f"--qemu-images {images} is more than the emulated {QEMU_MACHINE}'s {flash} holds "
+        raise BadInput(f"--qemu-images {images} is more than the emulated {machine}'s {flash} holds "
                        f"beside this model: at most {limit:,}")
 
 
-def firmware_main(pixels: np.ndarray) -> str:
+def firmware_main(pixels: np.ndarray, machine: Machine) -> str:
     """main.c of the QEMU firmware: `pixels` (n, 784) uint8 embedded, each classified and timed."""
     rows = ",\n".join("  {" + ",".join(str(int(value)) for value in row) + "}" for row in pixels)
-    return f"""/* denselab's Cortex-M4 check under QEMU {QEMU_MACHINE}: outputs and SysTick counts over semihosting. */
+    return f"""/* denselab's check under QEMU {machine.name}: outputs and SysTick counts over semihosting. */
 #include <stdio.h>
 #include "denselab_model.h"
 
 #define DL_IMAGES {len(pixels)}
 #define DL_PAINT 0xA5A5A5A5u
-#define DL_PAINTED {PAINTED_STACK_BYTES}u
+#define DL_PAINTED {machine.painted_stack_bytes}u
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)
@@ -138,24 +148,32 @@ int main(void) {{
 """
 
 
-def build_firmware(sources: Path, pixels: np.ndarray, folder: Path) -> tuple[Path, Path]:
-    """Compile the model and a firmware main for the Cortex-M4; the ELF and the linker map."""
-    compiler = toolchain.find("arm-none-eabi-gcc")
-    package = resources.files("denselab.deploy.c_runtime") / "c"
-    (folder / "startup.c").write_text((package / "startup.c").read_text())
-    (folder / LINKER_SCRIPT).write_text((package / LINKER_SCRIPT).read_text())
-    (folder / "firmware.c").write_text(firmware_main(pixels))
+def build_firmware(sources: Path, pixels: np.ndarray, folder: Path,
+                   core: Core = CORTEX_M4) -> tuple[Path, Path, Machine]:
+    """Compile the model and a firmware main for `core`; the ELF, the linker map, and the machine it is for."""
+    compiler, flags = toolchain.find("arm-none-eabi-gcc"), toolchain.c_runtime_flags(core)
+    (folder / "startup.c").write_text(board_file("startup.c"))
     objects = []
-    for source in (sources / SOURCE, folder / "startup.c", folder / "firmware.c"):
+    for source in (sources / SOURCE, folder / "startup.c"):
         target = folder / (source.stem + ".o")
-        toolchain.compile_c([compiler, *toolchain.CORTEX_M4_FLAGS, f"-I{sources}", "-c", str(source), "-o",
-                             str(target)], f"{source.name} for the Cortex-M4")
+        toolchain.compile_c([compiler, *flags, f"-I{sources}", "-c", str(source), "-o", str(target)],
+                            f"{source.name} for the {core.name}")
         objects.append(target)
     elf, map_file = folder / "firmware.elf", folder / "firmware.map"
-    toolchain.compile_c([compiler, *toolchain.CORTEX_M4_FLAGS, "--specs=rdimon.specs", "-nostartfiles",
-                         f"-T{folder / LINKER_SCRIPT}", f"-Wl,-Map={map_file}", "-Wl,--gc-sections",
-                         *map(str, objects), "-o", str(elf)], "the Cortex-M4 firmware")
-    return elf, map_file
+
+    def link(machine: Machine) -> None:
+        # main() paints as much stack as the machine's RAM allows, so it is built per machine.
+        (folder / "firmware.c").write_text(firmware_main(pixels, machine))
+        (folder / LINKER_SCRIPT).write_text(linker_script(machine))
+        toolchain.compile_c([compiler, *flags, f"-I{sources}", "-c", str(folder / "firmware.c"), "-o",
+                             str(folder / "firmware.o")], f"firmware.c for the {core.name}")
+        toolchain.compile_c([compiler, *flags, "--specs=rdimon.specs", "-nostartfiles",
+                             f"-T{folder / LINKER_SCRIPT}", f"-Wl,-Map={map_file}", "-Wl,--gc-sections",
+                             *map(str, objects), str(folder / "firmware.o"), "-o", str(elf)],
+                            f"the {core.name} firmware for {machine.name}")
+
+    machine, _ = link_for(core.name, link)
+    return elf, map_file, machine
 
 
 def section_sizes(map_text: str, object_name: str) -> dict[str, int]:
@@ -167,9 +185,9 @@ def section_sizes(map_text: str, object_name: str) -> dict[str, int]:
     return sizes
 
 
-def run_on_qemu(elf: Path, images: int) -> EmulatorRun:
+def run_on_qemu(elf: Path, images: int, machine: Machine) -> EmulatorRun:
     """Run the firmware under qemu-system-arm and read back its outputs, SysTick counts and stack depth."""
-    printed = run_under_qemu(elf, "the firmware")
+    printed = run_under_qemu(elf, "the firmware", machine)
     stack = re.search(r"^stack (\d+)( overflowed)?$", printed, re.MULTILINE)
     classified = re.search(r"^classify (\d+) ", printed, re.MULTILINE)
     lines = re.findall(r"^image (\d+) ticks (\d+):((?: -?\d+)+)$", printed, re.MULTILINE)
@@ -177,15 +195,15 @@ def run_on_qemu(elf: Path, images: int) -> EmulatorRun:
         raise RuntimeError(f"unexpected firmware output under QEMU:\n{printed[-2000:]}")
     outputs = np.array([[int(value) for value in values.split()] for _, _, values in lines], np.int8)
     ticks = np.array([int(count) for _, count, _ in lines], np.int64)
-    return EmulatorRun(outputs, ticks * INSTRUCTIONS_PER_TICK, int(stack.group(1)), int(classified.group(1)))
+    return EmulatorRun(outputs, instructions(ticks, machine), int(stack.group(1)), int(classified.group(1)), machine)
 
 
-def check_on_cortex_m4(sources: Path, pixels: np.ndarray) -> tuple[Footprint, EmulatorRun]:
-    """Build for the Cortex-M4, measure the model's flash and RAM, and run `pixels` under QEMU."""
+def check_on_core(sources: Path, pixels: np.ndarray, core: Core = CORTEX_M4) -> tuple[Footprint, EmulatorRun]:
+    """Build for `core`, measure the model's flash and RAM, and run `pixels` on an emulator of that core."""
     if len(pixels) < 1:
-        raise BadInput("the Cortex-M4 check needs at least one image")
-    with tempfile.TemporaryDirectory(prefix="denselab-cortex-m4-") as folder:
-        elf, map_file = build_firmware(sources, pixels, Path(folder))
+        raise BadInput(f"the {core.name} check needs at least one image")
+    with tempfile.TemporaryDirectory(prefix=f"denselab-{core.name}-") as folder:
+        elf, map_file, machine = build_firmware(sources, pixels, Path(folder), core)
         sizes = section_sizes(map_file.read_text(), Path(SOURCE).with_suffix(".o").name)
-        run = run_on_qemu(elf, len(pixels))
+        run = run_on_qemu(elf, len(pixels), machine)
     return Footprint(**sizes, stack=run.stack_bytes), run

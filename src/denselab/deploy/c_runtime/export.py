@@ -2,9 +2,11 @@
 
 1. Host: built with the system C compiler (-std=c99 -Wall -Wextra -Werror), every test
    image compared with TensorFlow Lite Micro's interpreter.
-2. Cortex-M4: built with arm-none-eabi-gcc; flash and RAM read from the linker map.
-3. Emulated Cortex-M4: the same firmware under qemu-system-arm, its outputs compared with
-   the host's, instructions per inference counted.
+2. Each Arm core of boards.toml (Cortex-M0+, M4, M7): built with arm-none-eabi-gcc and that
+   core's flags; flash and RAM read from the linker map.
+3. Each core's emulator: the same firmware under qemu-system-arm on a machine of that core
+   (denselab.deploy.qemu), its outputs compared with the host's, instructions per inference
+   counted. Each board's fit and latency use its own core's figures.
 
 Sources are generated and checked in a temporary folder and only then written to the
 output folder, so a model that is refused, or a check that breaks, leaves no files.
@@ -16,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from denselab.deploy import toolchain
-from denselab.deploy.boards import boards_that_hold, io_bytes, load_boards
-from denselab.deploy.c_runtime.cortex_m import QEMU_IMAGES, check_embedded_images, check_on_cortex_m4
+from denselab.deploy.boards import boards_that_fit_c, io_bytes, load_boards
+from denselab.deploy.c_runtime.cortex_m import QEMU_IMAGES, check_embedded_images, check_on_core
 from denselab.deploy.c_runtime.footprint import c_flash_bytes
 from denselab.deploy.c_runtime.host_check import check_on_host
 from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 from denselab.deploy.c_runtime.source import c_sources
-from denselab.deploy.qemu import INSTRUCTIONS_PER_TICK
+from denselab.deploy.cores import core_info
+from denselab.deploy.toolchain import ARM_CORES, CORTEX_M4
 from denselab.errors import BadInput
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 
@@ -50,7 +53,8 @@ def export_c_runtime(model_bytes: bytes, source: str, dataset, normalization: st
         for program in CHECK_PROGRAMS:
             toolchain.find(program)
     sources = c_sources(classifier, dataset.class_names, normalization, model_name)
-    report = {"files": [], "checked": check}
+    report = {"files": [], "checked": check, "hidden_units": list(classifier.hidden_units),
+              "class_names": list(dataset.class_names)}
     with tempfile.TemporaryDirectory(prefix="denselab-c-runtime-") as staging:
         staging = Path(staging)
         for name, text in sources.items():
@@ -89,9 +93,9 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
     pixels = dataset.test_images[:count].reshape(count, -1)
     host = check_on_host(sources, model_bytes, classifier, pixels, dataset.test_labels[:count], normalization)
     on_device = min(qemu_images, count)
-    footprint, emulated = check_on_cortex_m4(sources, pixels[:on_device])
-    boards = load_boards()
-    instructions = int(np.mean(emulated.instructions))
+    cores = {name: _core_check(sources, pixels[:on_device], host.outputs[:on_device], core)
+             for name, core in ARM_CORES.items()}
+    m4 = cores[CORTEX_M4.name]
     return {
         "host_images": host.images,
         "host_identical_to_tflm": host.identical,
@@ -100,18 +104,59 @@ def _checks(sources: Path, model_bytes: bytes, classifier, dataset, normalizatio
         "first_differences": host.first_differences,
         "top1_agreement": host.top1_agreement,
         "host_accuracy": host.accuracy,
+        # The Cortex-M4's figures (the Nano 33 BLE's core) at the top, as before; every core's in "cores".
+        **{key: m4[key] for key in ("flash_bytes", "ram_bytes", "flash", "ram", "instructions_per_inference",
+                                    "instructions_range", "instruction_resolution")},
+        "qemu_images": on_device,
+        "qemu_identical": all(core["identical"] for core in cores.values()),
+        "qemu_classify_agrees": all(core["classify_agrees"] for core in cores.values()),
+        "cores": cores,
+        **board_figures(classifier.hidden_units, dataset, cores),
+    }
+
+
+def _core_check(sources: Path, pixels: np.ndarray, expected: np.ndarray, core) -> dict:
+    footprint, emulated = check_on_core(sources, pixels, core)
+    return {
+        "machine": emulated.machine.name,
         "flash_bytes": footprint.flash_bytes,
         "ram_bytes": footprint.ram_bytes,
         "flash": {"text": footprint.text, "rodata": footprint.rodata, "data": footprint.data},
         "ram": {"data": footprint.data, "bss": footprint.bss, "stack": footprint.stack},
-        "qemu_images": on_device,
-        "qemu_identical": bool(np.array_equal(emulated.outputs, host.outputs[:on_device])),
-        "qemu_classify_agrees": emulated.first_class == int(host.outputs[0].argmax()),
-        "instructions_per_inference": instructions,
+        "identical": bool(np.array_equal(emulated.outputs, expected)),
+        "classify_agrees": emulated.first_class == int(expected[0].argmax()),
+        "instructions_per_inference": int(np.mean(emulated.instructions)),
         "instructions_range": [int(emulated.instructions.min()), int(emulated.instructions.max())],
-        "instruction_resolution": INSTRUCTIONS_PER_TICK,
-        # An estimate: one instruction per cycle at the board's clock. Cortex-M4 multiplies
-        # and loads take 1-2 cycles and flash wait states add more, and other cores differ.
-        "latency_estimate_ms": {key: round(1000 * instructions / board.clock_hz, 3) for key, board in boards.items()},
-        "boards_that_fit": boards_that_hold(footprint.flash_bytes, footprint.ram_bytes, io_bytes(dataset)),
+        "instruction_resolution": emulated.machine.instructions_per_tick,
     }
+
+
+def add_uno(c: dict, uno: dict | None, dataset) -> None:
+    """Put the Uno's run (export --arduino: its sketch built and run under simavr) among the cores of
+    the C runtime's report `c`, and judge every board again with it."""
+    if not c.get("checked") or not uno:
+        return
+    c["cores"]["avr"] = {"machine": "simavr atmega328p", "flash_bytes": uno["runtime_flash_bytes"],
+                         "ram_bytes": uno["runtime_ram_bytes"], "identical": uno["identical_to_tflm"],
+                         "classify_agrees": uno["classes_agree"], "cycles_per_inference": uno["cycles_per_inference"],
+                         "images": uno["images"]}
+    c.update(board_figures(tuple(c["hidden_units"]), dataset, c["cores"]))
+
+
+def board_figures(hidden_units: tuple[int, ...], dataset, cores: dict) -> dict:
+    """Each board's latency and fit on its own core's measured figures (`cores`, by core name)."""
+    boards, latency = load_boards(), {}
+    for key, board in boards.items():
+        figures = cores.get(board.measured_core)
+        if figures is None or not core_info(board.core).checked:
+            continue  # no figures of its own core here (the ESP32's Xtensa; the Uno unless it was built)
+        if "cycles_per_inference" in figures:  # the AVR: cycles measured under simavr
+            latency[key] = round(1000 * figures["cycles_per_inference"] / board.clock_hz, 3)
+        else:
+            # An estimate: one instruction per cycle at the board's clock. Multiplies and loads
+            # take 1-2 cycles and flash wait states add more, differently on each core.
+            latency[key] = round(1000 * figures["instructions_per_inference"] / board.clock_hz, 3)
+    measured = {core: (figures["flash_bytes"], figures["ram_bytes"]) for core, figures in cores.items()}
+    return {"latency_estimate_ms": latency,
+            "boards_that_fit": boards_that_fit_c(tuple(hidden_units), dataset.class_names, io_bytes(dataset),
+                                                 measured)}

@@ -1,36 +1,67 @@
-"""Flash and RAM of the C runtime for an architecture, known before a model is trained or built.
+"""Flash and RAM of the C runtime for an architecture on a core, known before a model is trained or built.
 
 The C runtime's flash is its tables, whose sizes follow from the layer shapes, plus code
 and small constant tables; its RAM is two activation buffers as wide as the widest
-hidden layer, plus the stack of one inference. The constants below were measured from
-the linker map of the Cortex-M4 build (arm-none-eabi-gcc 12.2, -Os) and rounded up, so
-the figures here are upper bounds; tests/test_c_runtime.py rebuilds several
-architectures and checks each bound is within a few dozen bytes of the measurement. An
-exported model reports its own measured figures.
+hidden layer, plus the stack of one inference. The per-core constants below were measured
+from the linker maps of that core's build (arm-none-eabi-gcc 12.2 -Os; for the AVR, the
+Arduino Uno sketch that `export --arduino` writes, built by arduino-builder with Debian's
+Arduino core and avr-gcc 5.4) and rounded up, so the figures here are upper bounds;
+tests/test_c_runtime.py and tests/test_arduino.py rebuild several architectures and check
+each bound is within a few dozen bytes of the measurement. An exported model reports its
+own measured figures.
+
+On the AVR the figures are the whole Classify sketch's (denselab.deploy.arduino) but its test
+images, and its RAM less the 784-byte image buffer, which is the application's input: the
+Arduino core, Serial and the example's code are in them, because a sketch always carries them.
 """
+
+from denselab.deploy.toolchain import CORTEX_M4
 
 PER_OUTPUT_BYTES = 9  # an int32 bias, an int32 multiplier and an int8 shift per output channel
 PER_LAYER_BYTES = 32  # one dl_layer entry: four pointers and four int32s
-# Code (930-966 bytes measured), the 256-entry pixel table, the softmax's 7 factors and
-# the class names' pointers (40 bytes for 10 classes): 1 254-1 290 bytes measured, rounded up;
-# the names' text is added.
-FIXED_FLASH_BYTES = 1_312
-STACK_BYTES = 128  # one denselab_predict call: 104 bytes measured
+# On the AVR: the entry's 24 bytes (16-bit pointers) and 16 of code (denselab_predict's layer
+# loop is unrolled), measured.
+AVR_PER_LAYER_BYTES = 24 + 16
+# Code, the 256-entry pixel table, the softmax's 7 factors and the class names' pointers (40
+# bytes for 10 classes): 1,258-1,302 bytes measured on the Cortex-M4 and M7, 1,318-1,350 on
+# the Cortex-M0+, rounded up; the names' text is added.
+# On the AVR, the whole sketch besides the tables, the names' text and the images: the Arduino
+# core, Serial, the sketch, the kernels, the pixel table and the softmax's factors, and the
+# names' pointers: 5,353-5,435 bytes measured for seven architectures, rounded up.
+FIXED_FLASH_BYTES = {"cortex-m0plus": 1_376, "cortex-m4": 1_312, "cortex-m7": 1_312, "avr": 5_440}
+# One denselab_predict call's stack (112 bytes measured on the Cortex-M4 and M7, 148 on the
+# M0+); on the AVR, the sketch's whole RAM but the activations and the image buffer: the
+# Arduino core's and Serial's variables, the class names (avr-gcc keeps them in RAM) and the
+# deepest stack the sketch reached, measured by painting it.
+STACK_BYTES = {"cortex-m0plus": 160, "cortex-m4": 128, "cortex-m7": 128, "avr": 704}
 
 
-def c_model_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784) -> int:
+def _core(core: str) -> str:
+    # Cores without a build of their own here (the ESP32's Xtensa) are bounded as the Cortex-M4.
+    return core if core in FIXED_FLASH_BYTES else CORTEX_M4.name
+
+
+def c_model_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784,
+                  core: str = CORTEX_M4.name) -> int:
     """Flash of what depends on the model: its layers' tables and the class names' text."""
     sizes = [inputs, *hidden_units, len(class_names)]
-    tables = sum(fan_in * fan_out + PER_OUTPUT_BYTES * fan_out + PER_LAYER_BYTES
+    per_layer = AVR_PER_LAYER_BYTES if core == "avr" else PER_LAYER_BYTES
+    tables = sum(fan_in * fan_out + PER_OUTPUT_BYTES * fan_out + per_layer
                  for fan_in, fan_out in zip(sizes, sizes[1:]))
     return tables + sum(len(name.encode()) + 1 for name in class_names)
 
 
-def c_flash_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784) -> int:
-    """Flash the C runtime takes for this architecture: its tables and code, an upper bound."""
-    return c_model_bytes(hidden_units, class_names, inputs) + FIXED_FLASH_BYTES
+def fixed_flash_bytes(core: str = CORTEX_M4.name) -> int:
+    """Flash the C runtime takes on `core` whatever the model: its code and small tables (an upper bound)."""
+    return FIXED_FLASH_BYTES[_core(core)]
 
 
-def c_ram_bytes(hidden_units: tuple[int, ...]) -> int:
+def c_flash_bytes(hidden_units: tuple[int, ...], class_names: tuple[str, ...], inputs: int = 784,
+                  core: str = CORTEX_M4.name) -> int:
+    """Flash the C runtime takes for this architecture on `core`: its tables and code, an upper bound."""
+    return c_model_bytes(hidden_units, class_names, inputs, core) + fixed_flash_bytes(core)
+
+
+def c_ram_bytes(hidden_units: tuple[int, ...], core: str = CORTEX_M4.name) -> int:
     """RAM of one inference besides the caller's input and output: activations and stack, an upper bound."""
-    return 2 * max((1, *hidden_units)) + STACK_BYTES
+    return 2 * max((1, *hidden_units)) + STACK_BYTES[_core(core)]

@@ -2,13 +2,16 @@
  * The hooks that main.cc calls around each Invoke() when they are linked in: here they count
  * instructions with SysTick and measure the stack that Invoke() used, and print both over
  * semihosting, one line per Invoke(). Under `-icount shift=0` QEMU runs one instruction per
- * nanosecond of virtual time and the board's 25 MHz SysTick advances once per 40 instructions.
+ * nanosecond of virtual time, so SysTick ticks count instructions (denselab.deploy.qemu gives
+ * each machine's instructions per tick).
  */
 #include <stdint.h>
 #include <stdio.h>
 
 #define DL_PAINT 0xA5A5A5A5u
-#define DL_PAINTED 65536u /* bytes of free stack painted below the caller's frame */
+#ifndef DL_PAINTED
+#define DL_PAINTED 65536u /* bytes of free stack painted below the caller's frame (per machine: -D) */
+#endif
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)

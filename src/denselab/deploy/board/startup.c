@@ -1,8 +1,8 @@
 /*
- * The board layer under the TFLM program that `denselab export --c-array` writes, for QEMU's
- * mps2-an386 (a Cortex-M4 board): the vector table, and a reset handler that sets up C and
- * C++ (TFLM has static constructors) and runs main() with printf and exit over semihosting.
- * A real board brings its own start-up code (the Arduino core, the vendor's SDK) instead.
+ * denselab's start-up code for QEMU's Cortex-M boards (microbit, mps2-an386, mps2-an500),
+ * under every firmware it runs there: the vector table, and a reset handler that sets up C
+ * and C++ (TFLM has static constructors) and runs main() with printf and exit over
+ * semihosting. A real board brings its own start-up code (the Arduino core, the vendor's SDK).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,9 +27,11 @@ void dl_reset(void) {
   uint32_t *from = &_sidata, *to = &_sdata;
   while (to < &_edata) *to++ = *from++;
   for (to = &_sbss; to < &_ebss;) *to++ = 0;
-  /* Full access to the FPU (CP10 and CP11), as the hard-float ABI needs. */
+#if defined(__ARM_FP)
+  /* Full access to the FPU (CP10 and CP11), as the hard-float ABI needs; a Cortex-M0+ has none. */
   *(volatile uint32_t *)0xE000ED88 |= 0xFu << 20;
   __asm volatile("dsb\n\tisb");
+#endif
   initialise_monitor_handles();
   __libc_init_array(); /* C++ static constructors, through .init_array */
   exit(main());
