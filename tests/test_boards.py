@@ -36,7 +36,7 @@ def test_the_largest_tflm_model_fits_and_one_unit_more_does_not(fashion):
 def test_the_boards_command_lists_every_board_with_its_core_and_check(fashion):
     result = denselab("boards", "--json")
     assert result.returncode == 0, result.stderr
-    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    rows = {row["key"]: row for row in json.loads(result.stdout)["boards"]}
     assert set(rows) == set(load_boards())
     assert rows["uno"]["tflm_units"] is None and rows["uno"]["core"] == "avr"
     assert not rows["esp32"]["checked_here"] and rows["esp32"]["check_note"] == "not checked here (no Xtensa toolchain)"
@@ -46,3 +46,28 @@ def test_the_boards_command_lists_every_board_with_its_core_and_check(fashion):
     text = denselab("boards")
     assert text.returncode == 0 and "not checked here (no Xtensa toolchain)" in text.stdout
     assert_fits_80_columns(text.stdout)
+
+
+def test_tflm_is_refused_for_the_uno_in_one_line_and_its_verdict_says_why(fashion, tmp_path):
+    from conftest import assert_one_line_error
+    from denselab.deploy.boards import target_verdict
+
+    result = denselab("search", "--target", "uno", "--runtime", "tflm", "--out", tmp_path / "out")
+    assert_one_line_error(result, "TFLM does not run on the Arduino Uno's AVR", "search it with --runtime c")
+    assert not (tmp_path / "out").exists()
+    verdict = target_verdict("uno", {}, 20_000, 3_000, io_bytes(fashion), tflm_runtimes())
+    assert not verdict["fits"] and verdict["flash_margin_bytes"] is None and "needs a 32-bit core" in verdict["reason"]
+    assert verdict["core"] == "avr" and verdict["checked_here"]
+
+
+def test_every_fit_judges_a_board_on_its_own_cores_tflm_figures(fashion):
+    """The SAMD21 (Cortex-M0+) carries the M0+ build's TFLM code, the Nano 33 BLE the M4's, the ESP32 the M4's."""
+    boards, runtimes, io = load_boards(), tflm_runtimes(), io_bytes(fashion)
+    assert runtimes["cortex-m0plus"].code_bytes > runtimes["cortex-m4"].code_bytes  # measured, not assumed
+    for key in ("samd21", "nano33ble", "esp32", "stm32f746disco"):
+        chosen = boards[key]
+        runtime = runtimes[chosen.measured_core]
+        # A model exactly at the board's flash limit with its own core's TFLM code fits, one byte more does not.
+        model = chosen.flash_bytes - runtime.code_bytes
+        assert tflm_fit_on(chosen, model, 1_000, io, runtimes).fits
+        assert not tflm_fit_on(chosen, model + 1, 1_000, io, runtimes).fits

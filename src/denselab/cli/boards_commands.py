@@ -27,7 +27,7 @@ def boards(data_dir: DataDirOption = None, as_json: JsonOption = False):
     measure_tflm_first()
     rows = boards_report(data_dir)
     if as_json:
-        print_json(rows)
+        print_json({"boards": rows})
         return
     _print_table(rows)
     console.print("flash and RAM: what a program may use (the bootloader taken off); C and TFLM: the "

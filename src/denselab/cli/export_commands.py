@@ -95,7 +95,7 @@ def _print_target(fit: dict) -> None:
         return
     basis = f"C runtime, {'estimated' if fit['flash_is_estimate'] else 'measured'}" if fit["runtime"] == "c" else \
         f"TFLM, its own code and RAM {'estimated' if fit['flash_is_estimate'] else 'measured'}"
-    where = f"on its {fit['core']}" if fit["checked_here"] else escape(fit["check_note"])
+    where = f"on its {CORES[fit['core']].title}" if fit["checked_here"] else escape(fit["check_note"])
     console.print(f"{escape(fit['board'])}: {verdict} ({basis} {where}; flash margin {fit['flash_margin_bytes']:,} "
                   f"bytes, RAM margin {fit['ram_margin_bytes']:,} bytes)")
 

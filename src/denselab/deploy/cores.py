@@ -16,6 +16,7 @@ from denselab.deploy.qemu import EMULATORS, MACHINES
 @dataclass(frozen=True)
 class CoreInfo:
     name: str
+    title: str  # how text names it: "Cortex-M0+"
     description: str
     emulator: str | None  # what runs its code here; None where nothing does
     tflm: bool  # whether TensorFlow Lite Micro runs on it (it needs a 32-bit core)
@@ -42,11 +43,11 @@ def _qemu(core: str) -> str:
 
 
 CORES = {core.name: core for core in (
-    CoreInfo("cortex-m0plus", "Arm Cortex-M0+ (ARMv6-M)", _qemu("cortex-m0plus"), True, ""),
-    CoreInfo("cortex-m4", "Arm Cortex-M4F (ARMv7E-M)", _qemu("cortex-m4"), True, ""),
-    CoreInfo("cortex-m7", "Arm Cortex-M7F (ARMv7E-M)", _qemu("cortex-m7"), True, ""),
-    CoreInfo("avr", "AVR (8-bit, ATmega328P)", "simavr (atmega328p at 16 MHz)", False, ""),
-    CoreInfo("xtensa-lx6", "Xtensa LX6", None, True, "cortex-m4"),
+    CoreInfo("cortex-m0plus", "Cortex-M0+", "Arm Cortex-M0+ (ARMv6-M)", _qemu("cortex-m0plus"), True, ""),
+    CoreInfo("cortex-m4", "Cortex-M4", "Arm Cortex-M4F (ARMv7E-M)", _qemu("cortex-m4"), True, ""),
+    CoreInfo("cortex-m7", "Cortex-M7", "Arm Cortex-M7F (ARMv7E-M)", _qemu("cortex-m7"), True, ""),
+    CoreInfo("avr", "AVR", "AVR (8-bit, ATmega328P)", "simavr (atmega328p at 16 MHz)", False, ""),
+    CoreInfo("xtensa-lx6", "Xtensa LX6", "Xtensa LX6", None, True, "cortex-m4"),
 )}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from denselab.data.dataset import IMAGE_SIDE
+from denselab.deploy.cores import CORES
 from denselab.deploy.toolchain import ARM_CORES, CORTEX_M4
 from denselab.errors import BadInput
 
@@ -153,7 +154,8 @@ def _measured(trees: str, ops: tuple[str, ...], model_bytes: bytes | None, core:
     ram = max(figure["static_ram_bytes"] + figure["interpreter_bytes"] + figure["stack_bytes"] for figure in figures)
     builds = (f"the larger of TFLM's {' and '.join(KERNEL_SETS[kernels] for kernels in present)} builds"
               if len(present) > 1 else f"TFLM's {KERNEL_SETS[present[0]]} build")
-    return TFLMRuntime(code, ram, True, f"measured on the {core}, {builds} (arm-none-eabi-gcc -Os, release)")
+    return TFLMRuntime(code, ram, True,
+                       f"measured on the {CORES[core].title}, {builds} (arm-none-eabi-gcc -Os, release)")
 
 
 _KNOWN: dict[tuple[str, tuple[str, ...], str, str], dict] = {}  # this process's figures, not re-read per verdict

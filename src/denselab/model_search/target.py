@@ -99,7 +99,9 @@ def resolve_target(board: str | None, flash_kb: float | None, ram_kb: float | No
         flash, ram, core = int(flash_kb * 1024), int(ram_kb * 1024), CORTEX_M4.name
     if runtime == "c":
         return Target(key, name, flash, ram, runtime, fixed_flash_bytes(core), 0,
-                      f"denselab's C runtime: its code at most this on the {core}, measured", core=core)
+                      f"denselab's C runtime: its code at most this on the {core_info(core).title}"
+                      + (" (the whole Arduino sketch but the model)" if core == "avr" else "") + ", measured",
+                      core=core)
     # The search space is the exercise's family with relu (space.py), so its ops are DENSE_OPS.
     tflm = tflm_runtime(DENSE_OPS, core=core)
     return Target(key, name, flash, ram, runtime, tflm.code_bytes, tflm.ram_bytes, tflm.basis, tflm.measured, core)

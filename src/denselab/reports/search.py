@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from denselab.deploy.boards import load_boards
+from denselab.deploy.cores import CORES
 from denselab.model_search.finalists import Finalist
 from denselab.model_search.run import SearchSettings, Trial
 from denselab.model_search.target import Target
@@ -84,7 +86,10 @@ def _figures(report: SearchReport) -> list[Figure]:
 
 def _summary_lines(report: SearchReport) -> list[str]:
     s, t = report.settings, report.target
-    lines = [
+    boards = load_boards()
+    unchecked = [f"{t.name}: {boards[t.key].check_note}; judged on the Cortex-M4's figures."] \
+        if t.key in boards and not CORES[boards[t.key].core].checked else []
+    lines = [*unchecked,
         f"Target: {t.name}: {t.flash_bytes:,} bytes of flash, {t.ram_bytes:,} bytes of RAM, runtime {t.runtime} "
         + (f"(TFLM itself: {t.runtime_flash_bytes:,} bytes of code and {t.runtime_ram_bytes:,} bytes of RAM "
            f"besides the arena, {t.runtime_basis})." if t.runtime == "tflm" else
@@ -120,11 +125,12 @@ def c_runtime_line(c: dict, core: str) -> str:
     text = f"C runtime of the winner: outputs {same} TFLM's on {c['host_images']:,} test images on the host"
     figures = c["cores"].get(core)
     if figures is None:
-        return text + f"; not run on its {core} (no room for a test image beside the model in the example sketch)."
+        return text + (f"; not run on its {CORES[core].title} (no room for a test image beside the model in the "
+                       "example sketch).")
     where = "under simavr (ATmega328P at 16 MHz)" if core == "avr" else f"under QEMU {figures['machine']}"
     count = f"{figures['cycles_per_inference']:,} cycles" if "cycles_per_inference" in figures else \
         f"{figures['instructions_per_inference']:,} instructions"
-    return (text + f"; on its {core}: {figures['flash_bytes']:,} bytes of flash and {figures['ram_bytes']:,} bytes "
+    return (text + f"; on its {CORES[core].title}: {figures['flash_bytes']:,} bytes of flash and {figures['ram_bytes']:,} bytes "
             f"of RAM (measured), {where} {'identical to' if figures['identical'] else 'DIFFERENT from'} the "
             f"interpreter's, {count} per inference.")
 
