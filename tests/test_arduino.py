@@ -20,9 +20,18 @@ from conftest import assert_fits_80_columns, assert_no_third_party_logs, assert_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from denselab.deploy.arduino.library import UNO_FIXED_FLASH_BYTES, uno_flash_bytes, uno_images, write_arduino_library
+from denselab.deploy.arduino.library import (
+    SCAN_IMAGES,
+    encode_image,
+    image_rom_bytes,
+    uno_flash_bytes,
+    uno_images,
+    write_arduino_library,
+)
 from denselab.deploy.arduino.tools import PACKAGES
-from denselab.deploy.arduino.uno import UNO_FLASH_BYTES, build_for_uno, parse_sketch_output, run_under_simavr
+from denselab.deploy.arduino.uno import build_for_uno, parse_sketch_output, run_under_simavr
+from denselab.deploy.boards import board
+from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes, fixed_flash_bytes
 from denselab.deploy.c_runtime.quantized import read_quantized_classifier
 from denselab.deploy.c_runtime.source import HEADER, SOURCE, c_sources
 from denselab.deploy.tflite import calibration_images, convert
@@ -69,6 +78,7 @@ def test_library_follows_the_specification(exported):
         assert kind in {"KEYWORD1", "KEYWORD2", "LITERAL1"} and word in (library / "src" / HEADER).read_text()
     readme = (library / "README.md").read_text()
     assert "Add .ZIP Library" in readme and f"{report['arduino']['uno']['flash_bytes']:,}" in readme
+    assert "the test set's images 0, 1, 2" in readme
 
 
 def test_the_zip_holds_the_library_folder_as_its_top_level(exported):
@@ -93,7 +103,7 @@ def test_the_example_on_the_uno_equals_tflm(exported, fashion, tmp_path):
     report, library, model_bytes = exported
     uno = report["arduino"]["uno"]
     images = report["arduino"]["images"]
-    assert images == 3 and uno["images"] == 3
+    assert images == 3 and uno["images"] == 3 and report["arduino"]["indices"] == [0, 1, 2]
     build = build_for_uno(library, tmp_path)
     run = run_under_simavr(build.elf, images)
     expected = interpreter_outputs(model_bytes, fashion.test_images[:images], "scale")
@@ -102,18 +112,26 @@ def test_the_example_on_the_uno_equals_tflm(exported, fashion, tmp_path):
     assert run.names == [fashion.class_names[top] for top in run.classes]
     assert run.labels == fashion.test_labels[:images].tolist()
     assert (run.cycles > 100_000).all()  # ~16k multiply-adds: a timer that stopped reads far less
-    assert (build.flash_bytes, build.ram_bytes) == (uno["flash_bytes"], uno["ram_bytes"])
+    assert (build.flash_bytes, build.ram_bytes, run.stack_bytes) == \
+        (uno["flash_bytes"], uno["variables_bytes"], uno["stack_bytes"])  # simavr is deterministic
+    # The stack from the top of RAM to the deepest the painted RAM was written: the frames of
+    # main, setup, denselab_predict and the interrupts that came during it.
+    assert 0 < uno["stack_bytes"] and uno["ram_bytes"] == uno["variables_bytes"] + uno["stack_bytes"] <= 2048
     assert uno["identical_to_tflm"] and uno["classes_agree"] and uno["fits"]
     assert uno["cycles_range"][0] <= uno["cycles_per_inference"] <= uno["cycles_range"][1]
     assert uno["latency_ms"] == round(uno["cycles_per_inference"] / 16_000, 3)
-    assert uno["flash_limit"] == UNO_FLASH_BYTES and uno["ram_limit"] == 2048
+    assert uno["flash_limit"] == board("uno").flash_bytes and uno["ram_limit"] == 2048
 
 
-def test_the_uno_flash_bound_holds_against_the_build(exported, fashion):
+def test_the_uno_flash_and_ram_bounds_hold_against_the_build(exported, fashion):
     report, _, model_bytes = exported
-    hidden = read_quantized_classifier(model_bytes).hidden_units
-    bound, measured = uno_flash_bytes(hidden, fashion.class_names, 3), report["arduino"]["uno"]["flash_bytes"]
-    assert 0 <= bound - measured <= 64, (bound, measured, UNO_FIXED_FLASH_BYTES)
+    uno, hidden = report["arduino"]["uno"], read_quantized_classifier(model_bytes).hidden_units
+    bound = uno_flash_bytes(hidden, fashion.class_names, fashion.test_images[:3])
+    assert 0 <= bound - uno["flash_bytes"] <= 64, (bound, uno["flash_bytes"], fixed_flash_bytes("avr"))
+    runtime = c_flash_bytes(hidden, tuple(fashion.class_names), core="avr")
+    assert uno["runtime_flash_bytes"] == uno["flash_bytes"] - sum(map(image_rom_bytes, fashion.test_images[:3]))
+    assert 0 <= runtime - uno["runtime_flash_bytes"] <= 64, (runtime, uno["runtime_flash_bytes"])
+    assert uno["runtime_ram_bytes"] == uno["ram_bytes"] - 784 <= c_ram_bytes(hidden, core="avr")
 
 
 @pytest.mark.parametrize("core", sorted(CORTEX_M_FLAGS))
@@ -178,11 +196,92 @@ def too_big_model(fashion, tmp_path_factory) -> Path:
 
 def test_a_model_too_big_for_the_uno_is_refused_with_the_figures(too_big_model, fashion, tmp_path):
     result = denselab("export", too_big_model, "--runtime", "c", "--arduino", "--out", tmp_path / "out")
-    needed = uno_flash_bytes((64,), fashion.class_names, 1)
-    assert_one_line_error(result, "dense64", "Arduino Uno", f"{needed:,}", "32,256")
+    runtime = c_flash_bytes((64,), tuple(fashion.class_names), core="avr")
+    assert_one_line_error(result, "dense64", "Arduino Uno", f"{runtime:,} without", "32,256")
     assert not (tmp_path / "out").exists()
     with pytest.raises(BadInput, match="32,256"):
-        uno_images((64,), fashion.class_names, "dense64")
+        uno_images((64,), fashion.class_names, "dense64", fashion.test_images)
+
+
+def test_a_model_that_leaves_no_room_for_any_test_image_is_refused(fashion):
+    """784 -> 32 -> k whose sketch fits the Uno without images but not with the smallest of the first 1,000."""
+    limit, names = board("uno").flash_bytes, tuple(fashion.class_names)
+    smallest = min(map(image_rom_bytes, fashion.test_images[:SCAN_IMAGES]))
+    hidden = next((32, k) for k in range(1, 64) if 0 <= limit - c_flash_bytes((32, k), names, core="avr") < smallest)
+    needed = c_flash_bytes(hidden, names, core="avr") + smallest
+    with pytest.raises(BadInput, match=f"{needed:,} bytes of flash with one test image") as refused:
+        uno_images(hidden, names, "tight", fashion.test_images)
+    assert "\n" not in str(refused.value) and "32,256" in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def tight_export(fashion, tmp_path_factory):
+    """784 -> 32 -> 16, as a search picks for the Uno: too little flash left for the first test image
+    uncoded, exported with --arduino and checked on the Uno."""
+    folder = tmp_path_factory.mktemp("tight")
+    model = folder / "dense32x16.tflite"
+    model.write_bytes(convert(build_model(ModelSpec((32, 16))), "int8", calibration_images(fashion, 20)))
+    result = denselab("export", model, *ARGS, "--out", folder / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["arduino"], model.read_bytes()
+
+
+def test_a_model_with_little_flash_left_embeds_the_first_coded_images_that_fit(tight_export, fashion, tmp_path):
+    arduino, model_bytes = tight_export
+    names = tuple(fashion.class_names)
+    room = board("uno").flash_bytes - c_flash_bytes((32, 16), names, core="avr")
+    assert room < 785  # not one image uncoded
+    expected = []  # the first of the first 1,000, in order, whose coded bytes still fit
+    for index, image in enumerate(fashion.test_images[:SCAN_IMAGES]):
+        if len(expected) < 3 and image_rom_bytes(image) <= room:
+            expected.append(index)
+            room -= image_rom_bytes(image)
+    library, indices = Path(arduino["library"]), arduino["indices"]
+    assert indices == expected and arduino["images"] == len(indices) >= 1
+    sketch = (library / "examples" / "Classify" / "Classify.ino").read_text()
+    assert all(f"test image {index}," in sketch for index in indices)
+    assert f"the test set's images {', '.join(map(str, indices))}" in (library / "README.md").read_text()
+    build = build_for_uno(library, tmp_path)
+    run = run_under_simavr(build.elf, len(indices))
+    assert build.flash_bytes <= board("uno").flash_bytes
+    assert np.array_equal(run.outputs, interpreter_outputs(model_bytes, fashion.test_images[indices], "scale"))
+    assert run.labels == fashion.test_labels[indices].tolist()
+    uno = arduino["uno"]
+    assert uno["identical_to_tflm"] and uno["classes_agree"] and uno["fits"] and uno["images"] == len(indices)
+    assert uno["runtime_flash_bytes"] == build.flash_bytes - sum(map(image_rom_bytes, fashion.test_images[indices]))
+    assert 0 <= c_flash_bytes((32, 16), names, core="avr") - uno["runtime_flash_bytes"] <= 64
+    assert uno["runtime_ram_bytes"] <= c_ram_bytes((32, 16), core="avr")
+
+
+def decode_image(coded: bytes) -> np.ndarray:
+    """The sketch's dl_decode_image, in Python: a byte 1-255 is a pixel, 0 and a count that many zeros."""
+    pixels, at = [], 0
+    while at < len(coded):
+        pixels += [coded[at]] if coded[at] else [0] * coded[at + 1]
+        at += 1 if coded[at] else 2
+    return np.array(pixels, np.uint8)
+
+
+def test_the_coded_test_images_decode_to_their_pixels(fashion):
+    sizes = []
+    for image in fashion.test_images[:SCAN_IMAGES]:
+        coded = encode_image(image)
+        assert np.array_equal(decode_image(coded), image.reshape(-1))
+        sizes.append(len(coded))
+    assert 100 < min(sizes) and np.median(sizes) < 600 and max(sizes) < 784  # backgrounds are zero
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(1, 800)), min_size=1, max_size=60))
+def test_the_zero_run_length_code_round_trips(runs):
+    """Runs of any value and length, zeros among them, cut to one image."""
+    image = np.array([value for value, length in runs for _ in range(length)][:784] + [0] * 784, np.uint8)[:784]
+    coded = encode_image(image)
+    assert np.array_equal(decode_image(coded), image)
+    # Every 0 is a run's mark (a count is never 0), followed by its count.
+    assert coded[-1:] != b"\0" and all(coded[at + 1] > 0 for at, byte in enumerate(coded) if byte == 0)
+    runs_of_zeros = re.findall(rb"\0+", image.tobytes())
+    assert len(coded) == np.count_nonzero(image) + 2 * sum(-(-len(run) // 255) for run in runs_of_zeros)
 
 
 def test_a_missing_tool_names_its_package(trained_dir, tmp_path):
@@ -203,8 +302,8 @@ def test_a_failed_check_leaves_nothing_half_written(exported, fashion, tmp_path)
     classifier = read_quantized_classifier(model_bytes)
     sources = c_sources(classifier, fashion.class_names, "scale", "dense")
 
-    def broken(library: Path, images: int) -> dict:
-        assert (library / "src" / SOURCE).is_file() and images == 3
+    def broken(library: Path, indices: list[int]) -> dict:
+        assert (library / "src" / SOURCE).is_file() and indices == [0, 1, 2]
         raise RuntimeError("the Uno's build broke")
 
     with pytest.raises(RuntimeError, match="broke"):
@@ -225,14 +324,18 @@ NAMES = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), mi
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(NAMES, st.integers(0, 9), st.integers(0, 9), st.integers(0, 2**32 - 1),
-                          st.lists(st.integers(-128, 127), min_size=10, max_size=10)), min_size=1, max_size=4))
-def test_the_output_parser_reads_what_the_sketch_prints(rows):
-    printed = "Loaded 1474 .text\n" + "\n".join(sketch_line(k, *row) for k, row in enumerate(rows)) + \
-        "\n\x1b[32mdone..\n\x1b[0m"
+                          st.lists(st.integers(-128, 127), min_size=10, max_size=10)), min_size=1, max_size=4),
+       st.integers(1, 2048))
+def test_the_output_parser_reads_what_the_sketch_prints(rows, stack):
+    lines = "\n".join(sketch_line(k, *row) for k, row in enumerate(rows))
+    printed = f"Loaded 1474 .text\n{lines}\n\x1b[32mstack {stack} bytes..\n\x1b[32mdone..\n\x1b[0m"
     run = parse_sketch_output(printed, len(rows))
-    assert run.outputs.tolist() == [row[4] for row in rows]
+    assert run.outputs.tolist() == [row[4] for row in rows] and run.stack_bytes == stack
     assert run.cycles.tolist() == [row[3] for row in rows] and run.classes == [row[1] for row in rows]
     assert run.names == [row[0] for row in rows] and run.labels == [row[2] for row in rows]
+    without_stack = printed.replace(f"stack {stack} bytes", "")
+    with pytest.raises(ValueError, match="stack N bytes"):
+        parse_sketch_output(without_stack, len(rows))
 
 
 @settings(max_examples=300, deadline=None)
@@ -242,4 +345,4 @@ def test_the_output_parser_refuses_anything_else_with_a_value_error(printed, ima
         run = parse_sketch_output(printed, images)
     except ValueError:
         return
-    assert len(run.outputs) == images  # only text that holds every image's line and "done" is read
+    assert len(run.outputs) == images  # only text that holds every image's line, the stack's and "done" is read

@@ -50,7 +50,7 @@ class SketchRun:
     labels: list[int]  # the true class it printed
     names: list[str]  # the class name it printed
     cycles: np.ndarray  # CPU cycles of each denselab_predict call
-    stack_bytes: int | None  # the deepest the sketch's stack went (painted RAM), where it printed it
+    stack_bytes: int  # the deepest the sketch's stack went from the top of RAM (painted RAM), interrupts included
 
 
 def build_for_uno(library_dir: Path, build_dir: Path) -> UnoBuild:
@@ -80,7 +80,8 @@ def build_for_uno(library_dir: Path, build_dir: Path) -> UnoBuild:
 
 
 def parse_sketch_output(printed: str, images: int) -> SketchRun:
-    """The example's lines in simavr's output; ValueError unless every image's line and "done" are there."""
+    """The example's lines in simavr's output (an AVR's: the stack line is printed there); ValueError
+    unless every image's line, the stack line and "done" are there."""
     lines = [_ESCAPES.sub("", line).rstrip(". \r") for line in printed.splitlines()]
     found = [match for match in map(_IMAGE_LINE.match, lines) if match]
     if [int(match.group(1)) for match in found] != list(range(images)) or DONE not in lines:
@@ -88,10 +89,12 @@ def parse_sketch_output(printed: str, images: int) -> SketchRun:
     outputs = [[int(value) for value in match.group(7).split()] for match in found]
     if len({len(row) for row in outputs}) != 1 or any(not -128 <= value <= 127 for row in outputs for value in row):
         raise ValueError(f"outputs of unequal length or outside int8:\n{printed[-2000:]}")
-    stack = next((int(match.group(1)) for match in map(_STACK_LINE.match, lines) if match), None)
+    stack = [int(match.group(1)) for match in map(_STACK_LINE.match, lines) if match]
+    if len(stack) != 1:
+        raise ValueError(f"expected one line 'stack N bytes', got:\n{printed[-2000:]}")
     return SketchRun(np.array(outputs, np.int8), [int(match.group(3)) for match in found],
                      [int(match.group(4)) for match in found], [match.group(2) for match in found],
-                     np.array([int(match.group(5)) for match in found], np.int64), stack)
+                     np.array([int(match.group(5)) for match in found], np.int64), stack[0])
 
 
 def run_under_simavr(elf: Path, images: int, timeout_s: int = SIMAVR_TIMEOUT_S) -> SketchRun:
