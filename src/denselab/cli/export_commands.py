@@ -139,14 +139,17 @@ def _print_c_runtime(c: dict) -> None:
     qemu = "identical to the host's" if c["qemu_identical"] else "[red]not all identical to the host's[/]"
     console.print(f"On each Arm core (-Os) under QEMU, {c['qemu_images']} images, outputs {qemu}:")
     for core, figures in c["cores"].items():
-        same = "" if figures.get("identical", True) else " [red]outputs differ[/]"
-        count = f"{figures['cycles_per_inference']:,} cycles" if "cycles_per_inference" in figures else \
-            f"{figures['instructions_per_inference']:,} instr."
+        if core == "avr":
+            continue  # the Uno's sketch under simavr: --arduino's lines
+        same = "" if figures["identical"] else " [red]outputs differ[/]"
         console.print(f"  {core} ({figures['machine']}): flash {figures['flash_bytes']:,}, RAM "
-                      f"{figures['ram_bytes']:,} bytes, {count}{same}")
-    estimates = ", ".join(f"{board} {ms:g} ms" for board, ms in c["latency_estimate_ms"].items())
+                      f"{figures['ram_bytes']:,} bytes, {figures['instructions_per_inference']:,} instr.{same}")
+    boards = load_boards()
+    # The Uno's latency is cycles measured under simavr, which --arduino's lines give.
+    estimates = ", ".join(f"{board} {ms:g} ms" for board, ms in c["latency_estimate_ms"].items()
+                          if boards[board].core != "avr")
     console.print(f"latency (Arm: one instruction per cycle, an estimate): {estimates}")
-    for key, board in load_boards().items():
+    for key, board in boards.items():
         if key not in c["latency_estimate_ms"]:
             note = board.check_note if not CORES[board.core].checked else "not built (export --arduino runs it)"
             console.print(f"{key}: {escape(note)}")

@@ -142,10 +142,11 @@ CFigures = Mapping[str, tuple[int, int]]  # the C runtime's measured (flash, RAM
 
 def c_figures(chosen: Board, hidden_units: tuple[int, ...], class_names: tuple[str, ...],
               measured: CFigures | None = None) -> tuple[int, int, bool]:
-    """The C runtime's (flash, RAM, measured) on `chosen`'s core: measured there, else footprint's bounds."""
+    """The C runtime's (flash, RAM, measured) on `chosen`'s core: measured there, else footprint's bounds.
+    A board whose core is not checked here (the ESP32) takes its stand-in's figures, which are not its own."""
     core = chosen.measured_core
     if measured and core in measured:
-        return (*measured[core], True)
+        return (*measured[core], core_info(chosen.core).checked)
     return c_flash_bytes(hidden_units, class_names, core=core), c_ram_bytes(hidden_units, core=core), False
 
 

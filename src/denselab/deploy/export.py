@@ -108,7 +108,8 @@ def export_for_microcontroller(trained, dataset, options: ExportOptions, out_dir
     if options.runtime == "c":
         check_c_options(spec_of(model).hidden_units, dataset.class_names, **options.c_options)
     if options.arduino:
-        check_arduino_options(spec_of(model).hidden_units, dataset.class_names, model.name, options.check)
+        check_arduino_options(spec_of(model).hidden_units, dataset.class_names, model.name, options.check,
+                              dataset.test_images)
 
     def accept(quantize: str, model_bytes: bytes) -> None:
         # main.cc registers every op of the int8 model: each must be one TFLM's firmware can build.
@@ -164,7 +165,7 @@ def export_tflite_file(model: Path, options: ExportOptions, out_dir: Path, data_
     _check_tools(options)
     if options.arduino:
         check_arduino_options(read_quantized_classifier(model_bytes, str(model)).hidden_units, dataset.class_names,
-                              model.stem, options.check)
+                              model.stem, options.check, dataset.test_images)
     report = {"model": model.stem, "exports": [], "tflm": None, "tflm_runtime": None, "macs": None, "target": None,
               "boards_that_fit": [], "c_sources": [],
               "c": export_c_runtime(model_bytes, str(model), dataset, options.normalization, out_dir, model.stem,
