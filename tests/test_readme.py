@@ -54,6 +54,8 @@ SH_BLOCKS = {
         "tests/test_search.py runs the search on a board and on --flash/--ram budgets, on a slice",
     "pip install denselab                 # train, evaluate, predict":
         "tests/test_extras.py: the extras of pyproject.toml, and the core with none of them installed",
+    "denselab export runs/exercise/model.keras --runtime c --arduino --out export-c":
+        "tests/test_arduino.py: test_export_arduino_end_to_end_on_the_terminal runs this export of the exercise's model",
 }
 
 
