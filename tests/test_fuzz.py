@@ -608,3 +608,21 @@ def test_a_damaged_tflm_figures_entry_is_measured_again(fuzz_dir, data):
     figures = read_figures(fuzz_dir / "runtime.json")
     assert figures is None or all(type(figures[name]) is int and figures[name] >= 0 for name in FIGURES)
     assert figures is None or isinstance(figures["core"], str)  # an older denselab's entry is measured again
+
+
+@FUZZ
+@given(data=st.binary(max_size=96) | st.dictionaries(st.text(max_size=4) | st.integers(-3, 9).map(str),
+                                                     st.lists(FIGURE_VALUES, max_size=3), max_size=4)
+       .map(lambda sizes: json.dumps(sizes).encode()))
+@example(data=b'{"16": [15360, 3344], "0": [1, 1], "x": [1, 1]}')
+@example(data=b'{"16": [true, 3344.5]}')
+def test_a_damaged_dense_sizes_entry_is_measured_again(fuzz_dir, data):
+    """`denselab boards`' kept int8 sizes and arenas are read only as {units: [bytes, arena]} of positive
+    integers; anything else reads as nothing kept, so every size is measured again."""
+    from denselab.deploy.largest import _read_sizes
+
+    (fuzz_dir / "sizes.json").write_bytes(data)
+    sizes = _read_sizes(fuzz_dir / "sizes.json")
+    assert isinstance(sizes, dict)
+    assert all(type(units) is int and units > 0 and type(size) is int and size > 0 and type(arena) is int and arena > 0
+               for units, (size, arena) in sizes.items())

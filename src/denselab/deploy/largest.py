@@ -7,10 +7,14 @@ the int8 size and arena of an untrained Dense(N) as the search measures them
 measurements predict N, and real ones around the prediction settle it.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from denselab.deploy.boards import Board, c_figures, fit, load_boards, tflm_fit_on
 from denselab.deploy.cores import CORES
+from denselab.outputs import write_bytes_atomically
 
 MOST_UNITS = 16_384  # past any board's flash: 784 weights a unit
 
@@ -38,10 +42,14 @@ def largest_c(chosen: Board, class_names: tuple[str, ...], io: int) -> int:
 
 
 class TFLMSizes:
-    """int8 size and arena of an untrained Dense(N), measured once per N."""
+    """int8 size and arena of an untrained Dense(N), measured once per N and kept in the TFLM cache
+    folder under the versions they depend on (the converter's and LiteRT's, and denselab's code
+    that makes and measures the model), so that `denselab boards` converts each model once."""
 
     def __init__(self, calibration_images):
-        self.calibration_images, self.measured = calibration_images, {}
+        self.calibration_images = calibration_images
+        self.entry = _sizes_entry()
+        self.measured = _read_sizes(self.entry)
 
     def __call__(self, units: int) -> tuple[int, int]:
         from denselab.deploy.tflite import int8_of_shape
@@ -50,7 +58,43 @@ class TFLMSizes:
         if units not in self.measured:
             model_bytes = int8_of_shape((units,), self.calibration_images)
             self.measured[units] = len(model_bytes), arena_for_shapes(model_bytes)
+            self.entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_bytes_atomically(self.entry, json.dumps({str(key): value for key, value
+                                                           in sorted(self.measured.items())}).encode())
         return self.measured[units]
+
+
+def _sizes_entry() -> Path:
+    from importlib import metadata, resources
+
+    from denselab.deploy.tflm_build import cache_folder
+
+    key = hashlib.sha256()
+    # The converter is whichever TensorFlow distribution is installed (tensorflow-cpu here).
+    for packages in (("tensorflow-cpu", "tensorflow"), ("ai-edge-litert",)):
+        versions = []
+        for package in packages:
+            try:
+                versions.append(f"{package} {metadata.version(package)}")
+            except metadata.PackageNotFoundError:
+                pass
+        key.update(f"{versions}\n".encode())
+    for module in ("tflite.py", "tflm.py"):
+        key.update((resources.files("denselab.deploy") / module).read_bytes())
+    return cache_folder() / f"dense-sizes-{key.hexdigest()[:24]}.json"
+
+
+def _read_sizes(entry: Path) -> dict[int, tuple[int, int]]:
+    """The kept sizes, or none where the entry is missing or not {units: [bytes, arena]}."""
+    try:
+        kept = json.loads(entry.read_text())
+        sizes = {int(units): (size, arena) for units, (size, arena) in kept.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+    if not all(units > 0 and type(size) is int and type(arena) is int and size > 0 and arena > 0
+               for units, (size, arena) in sizes.items()):
+        return {}  # damaged: measured again, and kept anew
+    return sizes
 
 
 def largest_tflm(chosen: Board, sizes: TFLMSizes, io: int, runtimes) -> int | None:
