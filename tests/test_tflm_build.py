@@ -27,7 +27,9 @@ from denselab.deploy.tflm_build import (
     BuildPlan,
     Core,
     build_cached,
+    build_plan,
     cache_folder,
+    compile_commands,
     library_key,
     tflm_library,
 )
@@ -183,6 +185,44 @@ def test_the_key_follows_the_trees_files_the_flags_and_the_ops(tmp_path, monkeyp
     assert library_key(OPS) != key
 
 
+def optimizations(plan: BuildPlan) -> dict[str, str]:
+    """Each source of the plan -> the last -O flag of its compiler command, the one GCC obeys."""
+    return {what.removeprefix("TFLM's "): [flag for flag in command if flag.startswith("-O")][-1]
+            for command, what in compile_commands(plan, Path("/objects"))}
+
+
+@pytest.mark.parametrize("kernels", list(KERNELS))
+def test_kernel_optimization_o2_compiles_the_kernels_only_at_o2(kernels):
+    default, fast = build_plan(OPS, kernels), build_plan(OPS, kernels, kernel_optimization="-O2")
+    assert fast.sources == default.sources
+    at_o2 = {source for source, flag in optimizations(fast).items() if flag == "-O2"}
+    if kernels == "reference":  # the reference: OPS_KERNEL_OBJECTS, listed by hand
+        assert at_o2 == {f"tensorflow/lite/micro/kernels/{name}.cc" for name in OPS_KERNEL_OBJECTS}
+    else:  # Arm's kernels and every CMSIS-NN function they call, TFLM's reshape
+        assert {"tensorflow/lite/micro/kernels/cmsis_nn/fully_connected.cc",
+                "tensorflow/lite/micro/kernels/cmsis_nn/softmax.cc", "tensorflow/lite/micro/kernels/reshape.cc",
+                "third_party/cmsis_nn/Source/FullyConnectedFunctions/arm_fully_connected_s8.c"} <= at_o2
+        assert {source for source in fast.sources if source.startswith("third_party/cmsis_nn/")} <= at_o2
+    # The runtime stays at TFLM's release -Os, and the default plan compiles nothing at -O2.
+    assert {"tensorflow/lite/micro/micro_interpreter.cc", "tensorflow/lite/micro/micro_allocator.cc",
+            "tensorflow/lite/kernels/internal/tensor_ctypes.cc", "tensorflow/lite/kernels/kernel_util.cc"}.isdisjoint(at_o2)
+    assert set(optimizations(fast).values()) == {"-Os", "-O2"}
+    assert set(optimizations(default).values()) == {"-Os"}
+    assert fast.name == f"{kernels}-O2-cortex-m4" and fast.entry_name.startswith(f"{kernels}-O2-cortex-m4-")
+
+
+def test_the_default_kernel_optimization_keeps_the_key_and_commands_and_o2_has_its_own():
+    default = build_plan(OPS, "cmsis-nn")
+    explicit = build_plan(OPS, "cmsis-nn", kernel_optimization="-Os")
+    # The same commands byte for byte, so the libraries already in a cache are the ones asked for.
+    assert explicit == default and default.kernel_flags == ()
+    assert compile_commands(explicit, Path("/o")) == compile_commands(default, Path("/o"))
+    assert default.name == "cmsis-nn-cortex-m4"
+    assert library_key(OPS, "cmsis-nn", kernel_optimization="-Os") == default.key
+    fast = library_key(OPS, "cmsis-nn", kernel_optimization="-O2")
+    assert fast != default.key and fast != library_key(OPS, "reference", kernel_optimization="-O2")
+
+
 # --- the cache, on a tree of two files ------------------------------------------------------
 
 @pytest.fixture
@@ -274,6 +314,12 @@ def test_a_damaged_tree_is_named(kernels, tmp_path, monkeypatch):
     monkeypatch.setenv(TREES_VARIABLE, str(tmp_path))
     message = one_line_error(lambda: tflm_library(OPS, kernels))
     assert str(tmp_path / KERNELS[kernels]) in message and "scripts/tflm-sources.sh" in message
+
+
+@pytest.mark.parametrize("optimization", ["-O3", "O2", ""])
+def test_an_unknown_kernel_optimization_is_named(optimization):
+    message = one_line_error(lambda: tflm_library(OPS, "cmsis-nn", kernel_optimization=optimization))
+    assert message.startswith(f"TFLM firmware: unknown kernel optimization {optimization!r};") and "-O2" in message
 
 
 @pytest.mark.parametrize("op", ["CONV_2D", "SELECT"])

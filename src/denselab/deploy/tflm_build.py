@@ -112,6 +112,10 @@ CMSIS_NN_FUNCTIONS = {
     "add.cc": ("BasicMathFunctions",),
 }
 CMSIS_NN_SOURCE = "third_party/cmsis_nn/Source"
+# The sources whose optimization `kernel_optimization` sets: the kernels, where inference spends
+# its time, and CMSIS-NN's functions; the runtime around them stays at RELEASE_FLAGS' -Os.
+KERNEL_SOURCE_PREFIXES = (f"{KERNELS_FOLDER}/", "third_party/cmsis_nn/")
+KERNEL_OPTIMIZATIONS = ("-Os", "-O2")
 
 
 # --- the source tree ----------------------------------------------------------------------
@@ -188,14 +192,26 @@ class BuildPlan:
     cxx: tuple[str, ...]  # the C++ compiler and its flags, without the include folders
     cc: tuple[str, ...]  # the C compiler and its flags
     key: str
+    # After the compiler's flags for the kernels' sources only (is_kernel_source): GCC obeys the last -O.
+    kernel_flags: tuple[str, ...] = ()
 
     @property
     def entry_name(self) -> str:
         return f"{self.name}-{self.key[:24]}"
 
 
-def build_plan(ops: Iterable[str], kernels: str = "reference", core: Core = CORTEX_M4) -> BuildPlan:
-    """What the library of `ops` for `core` is made from, and its cache key."""
+def is_kernel_source(source: str) -> bool:
+    """Whether `source` (relative to the tree) is a kernel's or CMSIS-NN's, which kernel_flags apply to."""
+    return source.startswith(KERNEL_SOURCE_PREFIXES)
+
+
+def build_plan(ops: Iterable[str], kernels: str = "reference", core: Core = CORTEX_M4,
+               kernel_optimization: str = "-Os") -> BuildPlan:
+    """What the library of `ops` for `core` is made from, and its cache key; the kernels' sources
+    compiled with `kernel_optimization` ("-Os", as the runtime, or "-O2")."""
+    if kernel_optimization not in KERNEL_OPTIMIZATIONS:
+        raise BadInput(f"TFLM firmware: unknown kernel optimization {kernel_optimization!r}; "
+                       f"choose one of {', '.join(KERNEL_OPTIMIZATIONS)}")
     ops = checked_ops(ops)
     tree = find_tree(kernels)
     sources = library_sources(tree, ops)
@@ -204,12 +220,15 @@ def build_plan(ops: Iterable[str], kernels: str = "reference", core: Core = CORT
     common = (*core.flags, *RELEASE_FLAGS, *KERNEL_DEFINES[kernels])
     cxx = (arm_tool("g++"), *common, *CXX_FLAGS)
     cc = (find("arm-none-eabi-gcc"), *common, *C_FLAGS)
-    key = _key(tree, sources, include_dirs, cxx, cc)
-    return BuildPlan(f"{kernels}-{core.name}", tree, sources, include_dirs, cxx, cc, key)
+    # -Os is RELEASE_FLAGS' own: nothing is added, so the default plan's commands and key are as they were.
+    kernel_flags = () if kernel_optimization == "-Os" else (kernel_optimization,)
+    key = _key(tree, sources, include_dirs, cxx, cc, kernel_flags)
+    variant = "" if not kernel_flags else kernel_optimization  # "cmsis-nn-O2-cortex-m4"
+    return BuildPlan(f"{kernels}{variant}-{core.name}", tree, sources, include_dirs, cxx, cc, key, kernel_flags)
 
 
 def _key(tree: Path, sources: tuple[str, ...], include_dirs: tuple[Path, ...], cxx: tuple[str, ...],
-         cc: tuple[str, ...]) -> str:
+         cc: tuple[str, ...], kernel_flags: tuple[str, ...] = ()) -> str:
     """A hash of the compilers' versions, every flag, the sources, every file of the tree and this module.
 
     Every file of the tree, not only those compiled: any header may be included. Hashing both
@@ -226,6 +245,9 @@ def _key(tree: Path, sources: tuple[str, ...], include_dirs: tuple[Path, ...], c
     for part in (*cxx[1:], "|", *cc[1:], "|", *(str(folder.relative_to(tree)) for folder in include_dirs),
                  "|", *sources, "|"):
         add(part)
+    if kernel_flags:  # hashed only when given, so that a default plan's key stays what it was
+        for part in ("kernels", *kernel_flags, "|"):
+            add(part)
     for path in sorted(path for path in tree.rglob("*") if path.is_file()):
         add(path.relative_to(tree).as_posix())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -233,9 +255,10 @@ def _key(tree: Path, sources: tuple[str, ...], include_dirs: tuple[Path, ...], c
     return digest.hexdigest()
 
 
-def library_key(ops: Iterable[str], kernels: str = "reference", core: Core = CORTEX_M4) -> str:
-    """The cache key of the library tflm_library(ops, kernels, core) returns."""
-    return build_plan(ops, kernels, core).key
+def library_key(ops: Iterable[str], kernels: str = "reference", core: Core = CORTEX_M4,
+                kernel_optimization: str = "-Os") -> str:
+    """The cache key of the library tflm_library(ops, kernels, core, kernel_optimization) returns."""
+    return build_plan(ops, kernels, core, kernel_optimization).key
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -290,16 +313,23 @@ def _object_name(source: str) -> str:
     return Path(source).with_suffix(".o").as_posix().replace("/", "_")
 
 
-def _build_archive(plan: BuildPlan, work: Path, compile_source: Callable[[list[str], str], None]) -> None:
-    """Compile the plan's sources in parallel into work/objects and archive them as work/libtflm.a."""
-    objects = work / "objects"
-    objects.mkdir()
+def compile_commands(plan: BuildPlan, objects: Path) -> list[tuple[list[str], str]]:
+    """Each source's compiler command, its object in `objects`, and what it compiles (for errors)."""
     includes = [f"-I{folder}" for folder in plan.include_dirs]
     commands = []
     for source in plan.sources:
         compiler = plan.cc if source.endswith(".c") else plan.cxx
-        commands.append(([*compiler, *includes, "-c", str(plan.tree / source), "-o", str(objects / _object_name(source))],
-                         f"TFLM's {source}"))
+        extra = plan.kernel_flags if is_kernel_source(source) else ()
+        commands.append(([*compiler, *extra, *includes, "-c", str(plan.tree / source),
+                          "-o", str(objects / _object_name(source))], f"TFLM's {source}"))
+    return commands
+
+
+def _build_archive(plan: BuildPlan, work: Path, compile_source: Callable[[list[str], str], None]) -> None:
+    """Compile the plan's sources in parallel into work/objects and archive them as work/libtflm.a."""
+    objects = work / "objects"
+    objects.mkdir()
+    commands = compile_commands(plan, objects)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         futures = [pool.submit(compile_source, command, what) for command, what in commands]
         try:
@@ -327,18 +357,21 @@ class TFLMLibrary:
     link_flags: tuple[str, ...]  # after the program's objects and the archive on the link line
 
 
-def tflm_library(ops: tuple[str, ...], kernels: str = "reference", core: Core = CORTEX_M4) -> TFLMLibrary:
+def tflm_library(ops: tuple[str, ...], kernels: str = "reference", core: Core = CORTEX_M4,
+                 kernel_optimization: str = "-Os") -> TFLMLibrary:
     """TFLM's runtime and the kernels of `ops` (TFLite op names) for `core`, built once and cached.
 
     Args:
         ops: the model's operators, e.g. ("FULLY_CONNECTED", "RESHAPE", "SOFTMAX"); see SUPPORTED_OPS.
         kernels: "reference" (TFLM's own kernels) or "cmsis-nn" (Arm's, where TFLM has them).
         core: the CPU core; its flags are part of the cache key.
+        kernel_optimization: "-Os" (as TFLM's release build) or "-O2" for the kernels' and CMSIS-NN's
+            sources only; the runtime stays -Os. Part of the key and of the entry's name.
 
     Returns:
         The library; a cold build takes minutes, a cached one a fraction of a second.
     """
-    plan = build_plan(ops, kernels, core)
+    plan = build_plan(ops, kernels, core, kernel_optimization)
     entry = build_cached(plan, cache_folder())
     return TFLMLibrary(archive=entry / ARCHIVE, core=core, include_dirs=plan.include_dirs,
                        compile_flags=plan.cxx[1:],
