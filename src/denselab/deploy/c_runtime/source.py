@@ -17,6 +17,7 @@ from denselab.deploy.c_runtime.quantized import QuantizedClassifier
 
 HEADER, SOURCE, EXAMPLE = "denselab_model.h", "denselab_model.c", "main.c"
 TABLES_MARK = "/* @denselab-tables@ */"
+BLOCK_ROWS = 4  # kernels.c's DL_BLOCK: rows whose weights are interleaved, for kernels that share each input
 
 
 def pixel_table(classifier: QuantizedClassifier, normalization: str) -> np.ndarray:
@@ -113,7 +114,7 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
         parts += [
             # The length as one number: a product of two ints overflows where int has 16 bits.
             f"/* {outputs} outputs x {inputs} inputs */\n",
-            _array("int8_t", f"dl_weights_{index}", outputs * inputs, layer.weights.reshape(-1)),
+            _array("int8_t", f"dl_weights_{index}", outputs * inputs, weight_table(layer.weights), aligned=True),
             _array("int32_t", f"dl_bias_{index}", outputs, layer.folded_bias),
             _array("int32_t", f"dl_multiplier_{index}", outputs, layer.multipliers),
             _array("int8_t", f"dl_shift_{index}", outputs, layer.shifts),
@@ -132,10 +133,27 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
     return "".join(parts)
 
 
-def _array(c_type: str, name: str, length, values: np.ndarray) -> str:
+def weight_table(weights: np.ndarray) -> np.ndarray:
+    """A layer's int8 weights [outputs, inputs] in the order kernels.c's DL_BLOCK describes.
+
+    Rows go in blocks of BLOCK_ROWS: per group of four inputs, each row's four weights in turn,
+    then each row's last inputs % 4 weights; the rows after the last full block follow one by one.
+    """
+    outputs, inputs = weights.shape
+    grouped, full = inputs - inputs % 4, outputs - outputs % BLOCK_ROWS
+    parts = []
+    for start in range(0, full, BLOCK_ROWS):
+        block = weights[start:start + BLOCK_ROWS]
+        parts += [block[:, :grouped].reshape(BLOCK_ROWS, -1, 4).transpose(1, 0, 2).reshape(-1),
+                  block[:, grouped:].reshape(-1)]
+    return np.concatenate([*parts, weights[full:].reshape(-1)]).astype(np.int8)
+
+
+def _array(c_type: str, name: str, length, values: np.ndarray, aligned: bool = False) -> str:
     numbers = [str(int(value)) for value in values]
     rows = [", ".join(numbers[start:start + 20]) for start in range(0, len(numbers), 20)]
-    return f"static const DL_ROM {c_type} {name}[{length}] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
+    alignment = " DL_ALIGNED" if aligned else ""
+    return f"static const DL_ROM {c_type} {name}[{length}]{alignment} = {{\n  " + ",\n  ".join(rows) + "\n};\n"
 
 
 def _names_ram_bytes(class_names: tuple[str, ...]) -> int:

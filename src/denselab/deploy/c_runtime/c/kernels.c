@@ -7,6 +7,13 @@
  * arithmetic is the same where int has 16 bits (AVR).
  */
 
+/* The weight tables start on a word boundary, which the Cortex-M4's LDRD needs. */
+#if defined(__GNUC__)
+#define DL_ALIGNED __attribute__((aligned(4)))
+#else
+#define DL_ALIGNED
+#endif
+
 #if defined(__AVR__)
 /* AVR's flash is an address space of its own: tables left in the data space would be copied
  * to the Uno's 2 KB of RAM at start-up. They stay in flash (as avr-libc's PROGMEM does) and
@@ -57,15 +64,21 @@ static inline int32_t dl_multiply_add_i8(int32_t acc, int8_t x, int8_t w) {
   return acc;
 }
 
-/* acc plus the dot product of x[0 .. end) and the weights at *row, which it advances: LD X+,
- * LPM Z+ and dl_multiply_add_i8, about 20 cycles per input with the loop as avr-gcc 5.4 -Os
- * makes it. A function of its own, so that acc stays in registers: inside dl_dense avr-gcc
- * spills it to the stack on every step. */
+/* acc plus the dot product of x[0 .. end), a multiple of four inputs, with the weights from w:
+ * four consecutive weights, then `skip` bytes passed over (12 for a row of a four-row block,
+ * 0 for a row on its own). LD X+, LPM Z+ and dl_multiply_add_i8, about 20 cycles per input
+ * as avr-gcc 5.4 -Os makes the loop. A function of its own, so that acc stays in registers:
+ * inside dl_dense avr-gcc spills it to the stack on every step. */
 __attribute__((noinline))
-static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int8_t **row) {
-  const int8_t *w = *row;
-  while (x != end) acc = dl_multiply_add_i8(acc, *x++, dl_rom_i8_next(&w));
-  *row = w;
+static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int8_t *w, uint8_t skip) {
+  while (x != end) {
+    acc = dl_multiply_add_i8(acc, x[0], dl_rom_i8_next(&w));
+    acc = dl_multiply_add_i8(acc, x[1], dl_rom_i8_next(&w));
+    acc = dl_multiply_add_i8(acc, x[2], dl_rom_i8_next(&w));
+    acc = dl_multiply_add_i8(acc, x[3], dl_rom_i8_next(&w));
+    x += 4;
+    w += skip;
+  }
   return acc;
 }
 
@@ -83,7 +96,7 @@ static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int
 
 /* In flash with DL_ROM, as the tables it points to: every field is read with DL_READ_*. */
 typedef struct {
-  const int8_t *weights;     /* [outputs][inputs], row-major: the converter's int8 weights */
+  const int8_t *weights;     /* the converter's int8 weights, in the order DL_BLOCK describes */
   const int32_t *bias;       /* the int32 bias minus input_zero_point * sum(weights[o]) */
   const int32_t *multiplier; /* per output: real scale = multiplier * 2^(shift - 31) */
   const int8_t *shift;
@@ -123,45 +136,158 @@ static int32_t dl_requantize(int32_t x, int32_t multiplier, int shift) {
   return dl_divide_by_pot(dl_doubling_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
+/* The weights' order, chosen at export time (source.py's weight_table) for kernels that reuse
+ * each input across several rows. The rows go in blocks of DL_BLOCK: within a block, for each
+ * group of four inputs, the four weights of the block's first row, then its second's, and so
+ * on; after the groups, each row's last inputs % 4 weights. The rows after the last full block
+ * follow one by one, in the converter's order. A block is 4 x inputs bytes, so every block
+ * starts on a word boundary (the tables are DL_ALIGNED). */
+#define DL_BLOCK 4
+
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+/* ARMv7E-M (Cortex-M4 and M7): SXTB16 widens bytes 0 and 2 of a word into two 16-bit halves
+ * (with ROR #8, bytes 1 and 3), and SMLAD adds both halves' products to an accumulator. Per
+ * group of four inputs and four rows: one load of the inputs, two widenings shared by the
+ * four rows, two LDRDs of the 16 weights, and per row two widenings and two SMLADs: 23
+ * instructions for 16 multiply-adds with the loop's test. Written as assembly because GCC
+ * -Os neither folds the rotation into SXTB16 nor keeps the loop in registers. The ACLE
+ * intrinsics of <arm_acle.h> (part of the compiler) serve the single rows. */
+#include <arm_acle.h>
+
+static inline uint32_t dl_word(const int8_t *p) {
+  uint32_t word;
+  __builtin_memcpy(&word, p, 4); /* one LDR, unaligned where the input is */
+  return word;
+}
+
+static inline int32_t dl_odd_bytes(uint32_t word) {
+  int32_t halves;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+  return halves;
+}
+
+#define DL_TWO_ROWS(a, b) \
+  "ldrd %[v0], %[v1], [%[w]], #8\n\t" \
+  "sxtb16 %[t], %[v0]\n\t" "smlad %[" a "], %[even], %[t], %[" a "]\n\t" \
+  "sxtb16 %[v0], %[v0], ror #8\n\t" "smlad %[" a "], %[odd], %[v0], %[" a "]\n\t" \
+  "sxtb16 %[t], %[v1]\n\t" "smlad %[" b "], %[even], %[t], %[" b "]\n\t" \
+  "sxtb16 %[v1], %[v1], ror #8\n\t" "smlad %[" b "], %[odd], %[v1], %[" b "]\n\t"
+
+static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
+  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
+  const int32_t rest = inputs & 3;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], j;
+  uint32_t odd, even, v0, v1, t;
+  if (x != groups_end) {
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr %[odd], [%[x]], #4\n\t"
+        "sxtb16 %[even], %[odd]\n\t"
+        "sxtb16 %[odd], %[odd], ror #8\n\t"
+        DL_TWO_ROWS("a0", "a1")
+        DL_TWO_ROWS("a2", "a3")
+        "cmp %[x], %[end]\n\t"
+        "bne 1b"
+        : [x] "+r"(x), [w] "+r"(w), [odd] "=&r"(odd), [even] "=&r"(even), [v0] "=&r"(v0), [v1] "=&r"(v1),
+          [t] "=&r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)
+        : [end] "r"(groups_end)
+        : "cc", "memory");
+  }
+  for (j = 0; j < rest; ++j) {
+    a0 += (int32_t)x[j] * w[j];
+    a1 += (int32_t)x[j] * w[rest + j];
+    a2 += (int32_t)x[j] * w[2 * rest + j];
+    a3 += (int32_t)x[j] * w[3 * rest + j];
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+  return w + DL_BLOCK * rest;
+}
+
+static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
+  const int8_t *const groups_end = x + (inputs & ~(int32_t)3), *const end = x + inputs;
+  int32_t a = *acc;
+  for (; x != groups_end; x += 4, w += 4) {
+    const uint32_t inputs4 = dl_word(x), weights4 = dl_word(w);
+    a = __smlad(__sxtb16(inputs4), __sxtb16(weights4), a);
+    a = __smlad(dl_odd_bytes(inputs4), dl_odd_bytes(weights4), a);
+  }
+  while (x != end) a += (int32_t)*x++ * *w++;
+  *acc = a;
+  return w;
+}
+#elif defined(__AVR__)
+/* One row at a time, weights read in order with LPM Z+: four accumulators would not stay in
+ * registers. */
+static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
+  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
+  const int32_t rest = inputs & 3, groups_bytes = DL_BLOCK * (inputs & ~(int32_t)3);
+  int32_t r, j;
+  for (r = 0; r < DL_BLOCK; ++r) {
+    const int8_t *tail = w + groups_bytes + r * rest;
+    acc[r] = dl_dot(acc[r], x, groups_end, w + 4 * r, 4 * (DL_BLOCK - 1));
+    for (j = 0; j < rest; ++j) acc[r] = dl_multiply_add_i8(acc[r], groups_end[j], dl_rom_i8(tail + j));
+  }
+  return w + DL_BLOCK * inputs;
+}
+
+static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
+  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
+  int32_t j;
+  *acc = dl_dot(*acc, x, groups_end, w, 0);
+  for (j = 0; j < (inputs & 3); ++j) *acc = dl_multiply_add_i8(*acc, groups_end[j], dl_rom_i8(w + (inputs & ~(int32_t)3) + j));
+  return w + inputs;
+}
+#else
+/* Portable C99, and the Cortex-M0+ (ARMv6-M): each input is loaded once for the block's four
+ * rows, which one-cycle MULS then use. */
+static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
+  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
+  const int32_t rest = inputs & 3;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], j, v;
+  for (; x != groups_end; x += 4, w += 4 * DL_BLOCK) {
+    v = x[0], a0 += v * w[0], a1 += v * w[4], a2 += v * w[8], a3 += v * w[12];
+    v = x[1], a0 += v * w[1], a1 += v * w[5], a2 += v * w[9], a3 += v * w[13];
+    v = x[2], a0 += v * w[2], a1 += v * w[6], a2 += v * w[10], a3 += v * w[14];
+    v = x[3], a0 += v * w[3], a1 += v * w[7], a2 += v * w[11], a3 += v * w[15];
+  }
+  for (j = 0; j < rest; ++j) {
+    v = x[j], a0 += v * w[j], a1 += v * w[rest + j], a2 += v * w[2 * rest + j], a3 += v * w[3 * rest + j];
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+  return w + DL_BLOCK * rest;
+}
+
+static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
+  const int8_t *const end = x + inputs;
+  int32_t a = *acc;
+  while (x != end) a += (int32_t)*x++ * *w++;
+  *acc = a;
+  return w;
+}
+#endif
+
 /* Kept out of line: inlined into denselab_predict, GCC -Os spills the inner loop's pointers. */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
 static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
-  const int32_t inputs = DL_READ_I32(&layer->inputs);
-  const int8_t *const end = input + inputs;
-  const int8_t *const unrolled = input + (inputs & 3); /* the rest is a multiple of four */
-  const int8_t *row = (const int8_t *)DL_READ_PTR(&layer->weights);
-  int32_t o;
+  const int32_t inputs = DL_READ_I32(&layer->inputs), outputs = DL_READ_I32(&layer->outputs);
+  const int8_t *w = (const int8_t *)DL_READ_PTR(&layer->weights);
+  int32_t acc[DL_BLOCK], o = 0, k, count;
   /* The layer's fields are read where they are used, once per output: held in registers
    * across the inner loop, they cost the Cortex-M4 spills to the stack. */
-  for (o = 0; o < DL_READ_I32(&layer->outputs); ++o) {
-    const int8_t *x = input;
-    int32_t acc = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o);
-#if defined(__AVR__)
-    (void)unrolled; /* unrolled, dl_dot would save only its loop's test */
-    acc = dl_dot(acc, x, end, &row);
-#else
-    /* Pointers, not indices, four inputs per step and the test at the bottom: four
-     * instructions per multiply-add on a Cortex-M4 at -Os, against seven for the plain loop. */
-    while (x != unrolled) acc += (int32_t)*x++ * (int32_t)*row++;
-    if (x != end) {
-      do {
-        acc += (int32_t)x[0] * (int32_t)row[0];
-        acc += (int32_t)x[1] * (int32_t)row[1];
-        acc += (int32_t)x[2] * (int32_t)row[2];
-        acc += (int32_t)x[3] * (int32_t)row[3];
-        x += 4;
-        row += 4;
-      } while (x != end);
+  while (o < outputs) {
+    count = outputs - o >= DL_BLOCK ? DL_BLOCK : 1;
+    for (k = 0; k < count; ++k) acc[k] = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o + k);
+    w = count == DL_BLOCK ? dl_block(input, inputs, w, acc) : dl_row(input, inputs, w, acc);
+    for (k = 0; k < count; ++k, ++o) {
+      int32_t value = dl_requantize(acc[k], DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->multiplier) + o),
+                                    DL_READ_I8((const int8_t *)DL_READ_PTR(&layer->shift) + o)) +
+                      DL_READ_I32(&layer->output_zero_point);
+      if (value < DL_READ_I32(&layer->activation_min)) value = DL_READ_I32(&layer->activation_min);
+      if (value > 127) value = 127;
+      output[o] = (int8_t)value;
     }
-#endif
-    acc = dl_requantize(acc, DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->multiplier) + o),
-                        DL_READ_I8((const int8_t *)DL_READ_PTR(&layer->shift) + o)) +
-          DL_READ_I32(&layer->output_zero_point);
-    if (acc < DL_READ_I32(&layer->activation_min)) acc = DL_READ_I32(&layer->activation_min);
-    if (acc > 127) acc = 127;
-    output[o] = (int8_t)acc;
   }
 }
 
