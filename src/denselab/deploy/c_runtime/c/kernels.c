@@ -7,11 +7,15 @@
  * arithmetic is the same where int has 16 bits (AVR).
  */
 
-/* The weight tables start on a word boundary, which the Cortex-M4's LDRD needs. */
+/* The weight tables start on a word boundary, which the Cortex-M4's LDRD needs. The
+ * fixed-point helpers that many places call stay out of line: inlined, the AVR's copies of
+ * them took a kilobyte of flash. */
 #if defined(__GNUC__)
 #define DL_ALIGNED __attribute__((aligned(4)))
+#define DL_OUT_OF_LINE __attribute__((noinline))
 #else
 #define DL_ALIGNED
+#define DL_OUT_OF_LINE
 #endif
 
 #if defined(__AVR__)
@@ -64,19 +68,34 @@ static inline int32_t dl_multiply_add_i8(int32_t acc, int8_t x, int8_t w) {
   return acc;
 }
 
+/* acc + *x++ * *w++, the weight from flash: LD X+, LPM Z+, MULS and the add, 13 cycles. In C,
+ * avr-gcc reads x[1], x[2] ... with an ADIW and an SBIW each, since X has no displacement. */
+static inline int32_t dl_multiply_add_next(int32_t acc, const int8_t **x, const int8_t **w) {
+  uint8_t sign, input, weight;
+  __asm__("ld %3, X+\n\t"
+          "lpm %4, Z+\n\t"
+          "muls %3, %4\n\t"
+          "sbc %1, %1\n\t"
+          "add %A0, r0\n\t"
+          "adc %B0, r1\n\t"
+          "adc %C0, %1\n\t"
+          "adc %D0, %1\n\t"
+          "clr __zero_reg__"
+          : "+r"(acc), "=&r"(sign), "+x"(*x), "=&d"(input), "=&d"(weight), "+z"(*w));
+  return acc;
+}
+
 /* acc plus the dot product of x[0 .. end), a multiple of four inputs, with the weights from w:
  * four consecutive weights, then `skip` bytes passed over (12 for a row of a four-row block,
- * 0 for a row on its own). LD X+, LPM Z+ and dl_multiply_add_i8, about 20 cycles per input
- * as avr-gcc 5.4 -Os makes the loop. A function of its own, so that acc stays in registers:
- * inside dl_dense avr-gcc spills it to the stack on every step. */
+ * 0 for a row on its own). A function of its own, so that acc stays in registers: inside
+ * dl_dense avr-gcc spills it to the stack on every step. */
 __attribute__((noinline))
 static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int8_t *w, uint8_t skip) {
   while (x != end) {
-    acc = dl_multiply_add_i8(acc, x[0], dl_rom_i8_next(&w));
-    acc = dl_multiply_add_i8(acc, x[1], dl_rom_i8_next(&w));
-    acc = dl_multiply_add_i8(acc, x[2], dl_rom_i8_next(&w));
-    acc = dl_multiply_add_i8(acc, x[3], dl_rom_i8_next(&w));
-    x += 4;
+    acc = dl_multiply_add_next(acc, &x, &w);
+    acc = dl_multiply_add_next(acc, &x, &w);
+    acc = dl_multiply_add_next(acc, &x, &w);
+    acc = dl_multiply_add_next(acc, &x, &w);
     w += skip;
   }
   return acc;
@@ -104,14 +123,38 @@ typedef struct {
   int32_t output_zero_point, activation_min; /* activation_max is 127 */
 } dl_layer;
 
-/* gemmlowp's SaturatingRoundingDoublingHighMul: the high 32 bits of 2ab, rounded. */
-static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
-  int64_t ab, nudge;
+/* gemmlowp's SaturatingRoundingDoublingHighMul: the high 32 bits of 2ab, rounded. gemmlowp
+ * writes it as (ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31 with division toward zero, which
+ * equals floor((ab + 2^30) / 2^31) for every ab (tests/test_c_runtime.py proves it over the
+ * edge cases and at random): one add and one shift where the division cost a branch and a
+ * 64-bit adjustment, and on the AVR a call to its 64-bit division. */
+#if !defined(DL_NARROW_MULTIPLY) && defined(__ARM_ARCH_6M__)
+#define DL_NARROW_MULTIPLY /* no 32 x 32 -> 64-bit multiply in hardware */
+#endif
+
+#ifdef DL_NARROW_MULTIPLY
+/* The same from four 16 x 16 -> 32-bit products, for the Cortex-M0+, whose MULS keeps only the
+ * low 32 bits: 3 % fewer instructions for Dense(20) than GCC's 64-bit multiply call. (On the
+ * AVR the 64-bit product was faster: avr-gcc multiplies these 16-bit halves as 32-bit
+ * numbers.) ab = hh 2^32 + (hl + lh) 2^16 + ll. */
+DL_OUT_OF_LINE static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
+  const int16_t a_high = (int16_t)(a >> 16), b_high = (int16_t)(b >> 16);
+  const uint16_t a_low = (uint16_t)((uint32_t)a & 0xFFFFu), b_low = (uint16_t)((uint32_t)b & 0xFFFFu);
+  const uint32_t low_low = (uint32_t)a_low * (uint32_t)b_low;
+  const int32_t high_low = (int32_t)a_high * (int32_t)b_low, low_high = (int32_t)a_low * (int32_t)b_high;
+  const uint32_t middle = (low_low >> 16) + ((uint32_t)high_low & 0xFFFFu) + ((uint32_t)low_high & 0xFFFFu);
+  const uint32_t low = ((middle & 0xFFFFu) << 16 | (low_low & 0xFFFFu)) + ((uint32_t)1 << 30);
+  int32_t high = (int32_t)a_high * (int32_t)b_high + (high_low >> 16) + (low_high >> 16) + (int32_t)(middle >> 16);
   if (a == b && a == INT32_MIN) return INT32_MAX;
-  ab = (int64_t)a * (int64_t)b;
-  nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  if (low < ((uint32_t)1 << 30)) ++high; /* the carry of + 2^30 */
+  return (int32_t)((uint32_t)high << 1 | low >> 31);
 }
+#else
+DL_OUT_OF_LINE static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+#endif
 
 /* gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded half away from zero. */
 static int32_t dl_divide_by_pot(int32_t x, int exponent) {
@@ -173,26 +216,28 @@ static inline int32_t dl_odd_bytes(uint32_t word) {
   "sxtb16 %[t], %[v1]\n\t" "smlad %[" b "], %[even], %[t], %[" b "]\n\t" \
   "sxtb16 %[v1], %[v1], ror #8\n\t" "smlad %[" b "], %[odd], %[v1], %[" b "]\n\t"
 
+#define DL_GROUP \
+  "ldr %[odd], [%[x]], #4\n\t" \
+  "sxtb16 %[even], %[odd]\n\t" \
+  "sxtb16 %[odd], %[odd], ror #8\n\t" \
+  DL_TWO_ROWS("a0", "a1") \
+  DL_TWO_ROWS("a2", "a3")
+
+#define DL_GROUP_OPERANDS \
+  : [x] "+r"(x), [w] "+r"(w), [odd] "=&r"(odd), [even] "=&r"(even), [v0] "=&r"(v0), [v1] "=&r"(v1), \
+    [t] "=&r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)
+
 static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
-  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
+  const int8_t *const pairs_end = x + (inputs & ~(int32_t)7);
   const int32_t rest = inputs & 3;
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], j;
   uint32_t odd, even, v0, v1, t;
-  if (x != groups_end) {
-    __asm__ volatile(
-        "1:\n\t"
-        "ldr %[odd], [%[x]], #4\n\t"
-        "sxtb16 %[even], %[odd]\n\t"
-        "sxtb16 %[odd], %[odd], ror #8\n\t"
-        DL_TWO_ROWS("a0", "a1")
-        DL_TWO_ROWS("a2", "a3")
-        "cmp %[x], %[end]\n\t"
-        "bne 1b"
-        : [x] "+r"(x), [w] "+r"(w), [odd] "=&r"(odd), [even] "=&r"(even), [v0] "=&r"(v0), [v1] "=&r"(v1),
-          [t] "=&r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)
-        : [end] "r"(groups_end)
-        : "cc", "memory");
+  /* Two groups per pass, so that the loop's test is paid once per 32 multiply-adds. */
+  if (x != pairs_end) {
+    __asm__ volatile("1:\n\t" DL_GROUP DL_GROUP "cmp %[x], %[end]\n\t" "bne 1b"
+                     DL_GROUP_OPERANDS : [end] "r"(pairs_end) : "cc", "memory");
   }
+  if (inputs & 4) __asm__ volatile(DL_GROUP DL_GROUP_OPERANDS : : "memory");
   for (j = 0; j < rest; ++j) {
     a0 += (int32_t)x[j] * w[j];
     a1 += (int32_t)x[j] * w[rest + j];
@@ -305,7 +350,7 @@ static int32_t dl_exp_on_quarter(int32_t a) {
 }
 
 /* gemmlowp's exp_on_negative_values: a in Q5.26 (a <= 0), exp(a) in Q0.31. */
-static int32_t dl_exp_on_negative(int32_t a) {
+DL_OUT_OF_LINE static int32_t dl_exp_on_negative(int32_t a) {
   /* exp(-2^k) for k = -2 .. 4, in Q0.31: one factor per bit of the integer part. */
   static const DL_ROM int32_t factors[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
   const int32_t one_quarter = (int32_t)1 << 24;
@@ -341,16 +386,21 @@ static int dl_leading_zeros(uint32_t x) {
   return count;
 }
 
-/* TFLite's reference int8 Softmax (int8 output: zero point -128, scale 1/256). */
+/* TFLite's reference int8 Softmax (int8 output: zero point -128, scale 1/256). Each class's
+ * exp is computed once and kept, where TFLite computes it twice: the same numbers, half the
+ * fixed-point work (DENSELAB_CLASSES int32s of stack). */
 static void dl_softmax(const int8_t *input, int8_t *output, int32_t depth) {
+  int32_t exps[DENSELAB_CLASSES];
   int32_t c, max = -128, sum = 0; /* sum of exps in Q12.19 */
   int32_t headroom, bits_over_unit, scale;
   for (c = 0; c < depth; ++c) if (input[c] > max) max = input[c];
   for (c = 0; c < depth; ++c) {
     const int32_t diff = input[c] - max;
+    exps[c] = 0;
     if (diff >= DL_SOFTMAX_DIFF_MIN) {
       const int32_t scaled = dl_doubling_high_mul(diff * ((int32_t)1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
-      sum += dl_divide_by_pot(dl_exp_on_negative(scaled), 12);
+      exps[c] = dl_exp_on_negative(scaled);
+      sum += dl_divide_by_pot(exps[c], 12);
     }
   }
   /* TFLite's GetReciprocal: 1/sum as a Q0.31 scale and a power of two. */
@@ -358,12 +408,9 @@ static void dl_softmax(const int8_t *input, int8_t *output, int32_t depth) {
   bits_over_unit = 12 - headroom;
   scale = dl_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - ((uint32_t)1 << 31)));
   for (c = 0; c < depth; ++c) {
-    const int32_t diff = input[c] - max;
     int32_t value = -128;
-    if (diff >= DL_SOFTMAX_DIFF_MIN) {
-      const int32_t scaled = dl_doubling_high_mul(diff * ((int32_t)1 << DL_SOFTMAX_LEFT_SHIFT), DL_SOFTMAX_MULTIPLIER);
-      const int32_t exp = dl_exp_on_negative(scaled);
-      value = dl_divide_by_pot(dl_doubling_high_mul(scale, exp), bits_over_unit + 31 - 8) - 128;
+    if (input[c] - max >= DL_SOFTMAX_DIFF_MIN) {
+      value = dl_divide_by_pot(dl_doubling_high_mul(scale, exps[c]), bits_over_unit + 31 - 8) - 128;
       if (value > 127) value = 127;
       if (value < -128) value = -128;
     }
