@@ -40,6 +40,8 @@ QEMU_IMAGES = 100
 # main() and newlib's printf and semihosting, 34,372 bytes measured (arm-none-eabi-gcc 12.2,
 # -Os), rounded up. Each embedded image takes IMAGE_SIDE² bytes.
 FIRMWARE_FLASH_BYTES = 40_960
+# -Os is what export ships and checks; -O2 is for comparing speed (bench/runtimes.py).
+OPTIMIZATIONS = ("-Os", "-O2")
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,17 @@ int main(void) {{
 """
 
 
-def build_firmware(sources: Path, pixels: np.ndarray, folder: Path,
-                   core: Core = CORTEX_M4) -> tuple[Path, Path, Machine]:
-    """Compile the model and a firmware main for `core`; the ELF, the linker map, and the machine it is for."""
-    compiler, flags = toolchain.find("arm-none-eabi-gcc"), toolchain.c_runtime_flags(core)
+def build_firmware(sources: Path, pixels: np.ndarray, folder: Path, core: Core = CORTEX_M4,
+                   optimization: str = "-Os") -> tuple[Path, Path, Machine]:
+    """Compile the model and a firmware main for `core`; the ELF, the linker map, and the machine it is for.
+
+    `optimization` ("-Os" or "-O2") follows the C runtime's flags, whose own -Os it overrides
+    (GCC obeys the last -O); "-Os" leaves the commands as they are.
+    """
+    if optimization not in OPTIMIZATIONS:
+        raise BadInput(f"unknown C runtime optimization {optimization!r}; choose one of {', '.join(OPTIMIZATIONS)}")
+    extra = () if optimization == "-Os" else (optimization,)
+    compiler, flags = toolchain.find("arm-none-eabi-gcc"), (*toolchain.c_runtime_flags(core), *extra)
     (folder / "startup.c").write_text(board_file("startup.c"))
     objects = []
     for source in (sources / SOURCE, folder / "startup.c"):
@@ -198,12 +207,14 @@ def run_on_qemu(elf: Path, images: int, machine: Machine) -> EmulatorRun:
     return EmulatorRun(outputs, instructions(ticks, machine), int(stack.group(1)), int(classified.group(1)), machine)
 
 
-def check_on_core(sources: Path, pixels: np.ndarray, core: Core = CORTEX_M4) -> tuple[Footprint, EmulatorRun]:
-    """Build for `core`, measure the model's flash and RAM, and run `pixels` on an emulator of that core."""
+def check_on_core(sources: Path, pixels: np.ndarray, core: Core = CORTEX_M4,
+                  optimization: str = "-Os") -> tuple[Footprint, EmulatorRun]:
+    """Build for `core` at `optimization` (see build_firmware), measure the model's flash and RAM, and
+    run `pixels` on an emulator of that core."""
     if len(pixels) < 1:
         raise BadInput(f"the {core.name} check needs at least one image")
     with tempfile.TemporaryDirectory(prefix=f"denselab-{core.name}-") as folder:
-        elf, map_file, machine = build_firmware(sources, pixels, Path(folder), core)
+        elf, map_file, machine = build_firmware(sources, pixels, Path(folder), core, optimization)
         sizes = section_sizes(map_file.read_text(), Path(SOURCE).with_suffix(".o").name)
         run = run_on_qemu(elf, len(pixels), machine)
     return Footprint(**sizes, stack=run.stack_bytes), run
