@@ -4,7 +4,8 @@ Each side runs in its own process per model, so start-up, memory and compilation
 counted separately. Also: a variant's 3 seeds one after another vs side by side
 (bench/seeds_together.py), `denselab train` as a whole command against its own epochs, and
 three runtimes on each Arm core, emulated (bench/runtimes.py: denselab's C runtime, TFLM with
-reference kernels, TFLM with CMSIS-NN). Prints tables of ratios measured in this run and
+reference kernels, TFLM with CMSIS-NN; the C runtime and CMSIS-NN's kernels at -O2 too), and the
+C runtime on the Arduino Uno under simavr where the model fits it. Prints tables of ratios measured in this run and
 writes the raw numbers to reports/bench.json.
 Usage: python bench/run.py [--quick] [--models 20,512x512] [--parts training,runtimes]
 """
@@ -16,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def main() -> None:
         training_part(results, models, epochs, latency_calls, options.seeds)
         print_table(results)
     if "runtimes" in parts:
-        print("three runtimes on each emulated Arm core ...", file=sys.stderr, flush=True)
+        print("three runtimes (and -O2 builds) on each emulated Arm core, and the Uno ...", file=sys.stderr, flush=True)
         results["runtimes"] = run_part("runtimes.py", {"epochs": 1, "images": 100})
         print_runtimes(results["runtimes"])
     out = Path(options.out)
@@ -84,32 +86,67 @@ def main() -> None:
     print(f"raw numbers: {out}")
 
 
-RUNTIME_NAMES = {"c": "denselab C", "tflm-reference": "TFLM ref.", "tflm-cmsis-nn": "TFLM CMSIS-NN"}
+RUNTIME_NAMES = {"c": "denselab C", "c-O2": "denselab C -O2", "tflm-reference": "TFLM ref.",
+                 "tflm-cmsis-nn": "TFLM CMSIS-NN", "tflm-cmsis-nn-O2": "CMSIS-NN -O2"}
 
 
 def print_runtimes(part: dict) -> None:
-    """One table per model and core, 80 columns: the C runtime's figures and each TFLM build's, with ratios."""
+    """One table per model and core, 80 columns: the C runtime's figures and each TFLM build's, with ratios;
+    then the Uno's, where a model was run on it."""
     for model in part["models"]:
         for core, runtimes in model["cores"].items():
             machines = sorted({row["machine"] for row in runtimes.values()})
-            print(f"\n{model['model']} on the {core} (QEMU {', '.join(machines)}): {model['macs']:,} MACs, "
-                  f"int8 {model['int8_bytes']:,} B")
+            title = (f"{model['model']} on the {core} (QEMU {', '.join(machines)}): {model['macs']:,} MACs, "
+                     f"int8 {model['int8_bytes']:,} B")
+            # Wrapped: the search winner's name makes it longer than 80 columns.
+            print("\n" + "\n".join(textwrap.wrap(title, 80, subsequent_indent="  ")))
             header = ("runtime", "flash B", "RAM B", "instr./inference", "per MAC", "vs C", "identical")
             c = runtimes["c"]["instructions"]
-            rows = [(RUNTIME_NAMES[key], f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}",
+            rows = [(RUNTIME_NAMES.get(key, key), f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}",
                      f"{row['instructions']:,}", f"{row['instructions'] / model['macs']:.2f}",
                      f"{row['instructions'] / c:.2f}x", "yes" if row["identical"] else "NO")
                     for key, row in runtimes.items()]
-            widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-            for row in [header, *rows]:
-                print("  ".join(str(cell).ljust(width) if i in (0, 6) else str(cell).rjust(width)
-                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
+            print_columns(header, rows, left=(0, 6))
+            if "tflm-cmsis-nn-O2" in runtimes:  # the fastest TFLM build against the C runtime as shipped
+                fastest = runtimes["tflm-cmsis-nn-O2"]["instructions"]
+                print(f"denselab C (-Os) / CMSIS-NN -O2: {c / fastest:.2f}x the instructions")
     images = part["models"][0]["cores"]["cortex-m4"]
     print(f"identical: int8 outputs equal to the Python TFLM interpreter's\n(test images: TFLM "
           f"{images['tflm-reference']['images']}, the C runtime {images['c']['images']}).\n"
-          "Instructions by SysTick under -icount shift=0.")
+          "Instructions by SysTick under -icount shift=0. denselab C -O2: the model's code\n"
+          "at -O2. CMSIS-NN -O2: TFLM's and CMSIS-NN's kernels at -O2, the rest at -Os.")
     if not part["search_winner"]:
         print("No finished Nano 33 BLE search (reports/search/nano33ble/search.json):\nno winner measured.")
+    if any("avr" in model for model in part["models"]):
+        print_uno(part["models"])
+
+
+def print_uno(models: list[dict]) -> None:
+    """The C runtime on the Uno (its Classify sketch under simavr), or why a model was not run there."""
+    clock = next((model["avr"]["clock_hz"] for model in models if model.get("avr")), 16_000_000)
+    print(f"\nArduino Uno (ATmega328P, simavr, {clock / 1e6:.0f} MHz), denselab C:")
+    header = ("model", "cycles/inference", "cycles/MAC", "ms", "flash B", "RAM B", "identical")
+    rows = [(model["model"].removeprefix("Nano 33 BLE search winner").strip() or model["model"],
+             f"{avr['cycles_per_inference']:,}", f"{avr['cycles_per_mac']:.2f}", f"{avr['latency_ms']:.1f}",
+             f"{avr['flash_bytes']:,}", f"{avr['ram_bytes']:,}",
+             f"{'yes' if avr['identical'] else 'NO'} ({avr['images']} images)")
+            for model in models if (avr := model.get("avr"))]
+    if rows:
+        print_columns(header, rows, left=(0, 6))
+    for model in models:
+        if not model.get("avr"):
+            # Export's one line up to its advice to a user of the command line ("; leave out --arduino").
+            why = (model.get("avr_refused") or "not run").split("; ")[0]
+            print("\n".join(textwrap.wrap(f"{model['model']}, not run: {why}", 80, subsequent_indent="  ")))
+    print("flash: the Classify sketch without its test images; RAM: with its stack, without\nthe input image.")
+
+
+def print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> None:
+    """`rows` under `header` in columns two spaces apart, those at `left` aligned left, the rest right."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) if i in left else str(cell).rjust(width)
+                        for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
 
 
 def training_part(results: dict, models: list[list[int]], epochs: int, latency_calls: int, seeds: int) -> None:
