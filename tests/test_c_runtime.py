@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from denselab.deploy import toolchain
 from denselab.deploy.c_runtime.export import check_c_options
 from denselab.deploy.c_runtime.footprint import c_flash_bytes, c_ram_bytes
-from denselab.deploy.c_runtime.source import HEADER, SOURCE, c_sources, pixel_table
+from denselab.deploy.c_runtime.source import BLOCK_ROWS, HEADER, SOURCE, c_sources, pixel_table, weight_table
 from denselab.deploy.c_runtime.cortex_m import FIRMWARE_FLASH_BYTES, build_firmware, check_on_core, emulated_memory, most_embedded_images, section_sizes
 from denselab.deploy.toolchain import ARM_CORES
-from denselab.deploy.c_runtime.host_check import check_on_host
+from denselab.deploy.c_runtime.host_check import build_host, check_on_host, run_host, tflm_outputs
 from denselab.deploy.c_runtime.quantized import DenseLayer, QuantizedClassifier, quantize_multiplier, read_quantized_classifier, softmax_parameters
 from denselab.errors import BadInput
 from denselab.deploy.tflite import LiteRTClassifier, calibration_images, convert
@@ -111,8 +111,8 @@ def test_weights_are_the_converters_own_numbers(dense20_export):
     source = (out / SOURCE).read_text()
     for index, layer in enumerate(classifier.layers):
         weights = np.array([int(value) for value in re.search(
-            rf"dl_weights_{index}\[[^]]*\] = {{(.*?)}};", source, re.DOTALL).group(1).replace("\n", "").split(",")])
-        assert np.array_equal(weights, layer.weights.reshape(-1))
+            rf"dl_weights_{index}\[[^]]*\] DL_ALIGNED = {{(.*?)}};", source, re.DOTALL).group(1).replace("\n", "").split(",")])
+        assert np.array_equal(weights, weight_table(layer.weights))  # the kernels' order of the same numbers
         matching = [detail for detail in by_name.values() if tuple(detail["shape"]) == layer.weights.shape]
         assert any(np.array_equal(interpreter.get_tensor(detail["index"]), layer.weights) for detail in matching)
         scales = matching[0]["quantization_parameters"]["scales"]
@@ -122,7 +122,11 @@ def test_weights_are_the_converters_own_numbers(dense20_export):
 def test_sources_need_nothing_beyond_stdint_and_the_example_builds(dense20_export, tmp_path):
     _, out = dense20_export
     assert re.findall(r"#include\s+(\S+)", (out / HEADER).read_text()) == ["<stdint.h>"]
-    assert re.findall(r"#include\s+(\S+)", (out / SOURCE).read_text()) == [f'"{HEADER}"']
+    source = (out / SOURCE).read_text()
+    # <arm_acle.h> is the compiler's own (ACLE), and only ARMv7E-M's DSP kernels include it.
+    assert re.findall(r"#include\s+(\S+)", source) == [f'"{HEADER}"', "<arm_acle.h>"]
+    assert re.search(r"#if defined\(__ARM_FEATURE_DSP\) && defined\(__GNUC__\)\n(/\*.*?\*/\n)?#include <arm_acle.h>",
+                     source, re.DOTALL)
     code = re.sub(r"/\*.*?\*/", "", (out / SOURCE).read_text(), flags=re.DOTALL)
     assert not re.search(r"\bmalloc|\bfloat\b|\bdouble\b", code)  # integer arithmetic only, all static
     binary = tmp_path / "example"
@@ -378,3 +382,78 @@ def test_a_tflite_file_from_elsewhere_becomes_the_same_c_runtime(dense20_export,
     # The same tables; only the model's name in the comments differs.
     strip = lambda text: re.sub(r"from \S+", "", text)  # noqa: E731
     assert strip((tmp_path / SOURCE).read_text()) == strip((out / SOURCE).read_text())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 11), st.integers(1, 13), st.integers(0, 2**32 - 1))
+def test_weight_table_is_the_order_the_kernels_read(outputs, inputs, seed):
+    weights = np.random.default_rng(seed).integers(-127, 128, (outputs, inputs)).astype(np.int8)
+    # The reference: kernels.c's DL_BLOCK comment, read as loops.
+    expected, grouped, full = [], inputs - inputs % 4, outputs - outputs % BLOCK_ROWS
+    for block in range(0, full, BLOCK_ROWS):
+        for group in range(0, grouped, 4):
+            for row in range(block, block + BLOCK_ROWS):
+                expected += list(weights[row, group:group + 4])
+        for row in range(block, block + BLOCK_ROWS):
+            expected += list(weights[row, grouped:])
+    for row in range(full, outputs):
+        expected += list(weights[row])
+    assert weight_table(weights).tolist() == expected
+
+
+def gemmlowp_doubling_high_mul(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul as it is written: a nudge and division toward zero."""
+    if a == b == -2**31:
+        return 2**31 - 1
+    ab = a * b
+    nudged = ab + (2**30 if ab >= 0 else 1 - 2**30)
+    return abs(nudged) // 2**31 * (1 if nudged >= 0 else -1)  # division toward zero, exactly
+
+
+HIGH_MUL_HARNESS = r"""
+#include <stdio.h>
+#include "denselab_model.c"
+int main(void) {
+  long a, b;
+  while (scanf("%ld %ld", &a, &b) == 2) printf("%ld\n", (long)dl_doubling_high_mul((int32_t)a, (int32_t)b));
+  return 0;
+}
+"""
+
+EDGES = [-2**31, -2**31 + 1, -2**30 - 1, -2**30, -1, 0, 1, 2**15, -2**15, 2**16 - 1, 2**30, 2**31 - 1]
+
+
+@pytest.fixture(scope="module")
+def high_mul_programs(dense20_export, tmp_path_factory):
+    """The kernels' dl_doubling_high_mul built for the host: the 64-bit one and the M0+'s 16-bit pieces."""
+    _, out = dense20_export
+    folder = tmp_path_factory.mktemp("high-mul")
+    (folder / "harness.c").write_text(HIGH_MUL_HARNESS)
+    programs = {}
+    for name, defines in {"wide": [], "narrow": ["-DDL_NARROW_MULTIPLY"]}.items():
+        programs[name] = folder / name
+        toolchain.compile_c([toolchain.find("cc"), "-std=c99", "-O2", "-w", *defines, f"-I{out}", "-o",
+                             str(programs[name]), str(folder / "harness.c")], f"the {name} high multiply")
+    return programs
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2**31, 2**31 - 1), st.integers(-2**31, 2**31 - 1)), min_size=1, max_size=400))
+def test_doubling_high_mul_equals_gemmlowps_on_every_core(high_mul_programs, pairs):
+    pairs = pairs + [(a, b) for a in EDGES for b in EDGES]
+    expected = [gemmlowp_doubling_high_mul(a, b) for a, b in pairs]
+    # The identity kernels.c rests on: floor((ab + 2^30) / 2^31), saturated at (INT32_MIN, INT32_MIN).
+    assert expected == [2**31 - 1 if a == b == -2**31 else (a * b + 2**30) >> 31 for a, b in pairs]
+    text = "".join(f"{a} {b}\n" for a, b in pairs)
+    for program in high_mul_programs.values():
+        printed = subprocess.run([str(program)], input=text, capture_output=True, text=True, check=True).stdout
+        assert [int(line) for line in printed.split()] == expected, program.name
+
+
+def test_the_m0plus_arithmetic_on_the_host_is_identical_on_every_test_image(dense20_export, fashion, tmp_path):
+    report, out = dense20_export
+    model_bytes = Path(report["exports"][0]["path"]).read_bytes()
+    classifier = read_quantized_classifier(model_bytes)
+    inputs = pixel_table(classifier, "scale")[fashion.test_images.reshape(len(fashion.test_images), -1)]
+    binary = build_host(out, tmp_path / "narrow", defines=("-DDL_NARROW_MULTIPLY",))
+    assert np.array_equal(run_host(binary, inputs), tflm_outputs(model_bytes, inputs))

@@ -56,11 +56,14 @@ class HostCheck:
         return self.differing_images == 0
 
 
-def build_host(sources: Path, binary: Path, trace: bool = False) -> Path:
-    """Compile the harness and denselab_model.c in `sources` with the host's cc (-Wall -Wextra -Werror)."""
+def build_host(sources: Path, binary: Path, trace: bool = False, defines: tuple[str, ...] = ()) -> Path:
+    """Compile the harness and denselab_model.c in `sources` with the host's cc (-Wall -Wextra -Werror).
+
+    `defines` are -D flags: -DDL_NARROW_MULTIPLY builds the Cortex-M0+'s arithmetic on the host.
+    """
     harness = binary.with_suffix(".harness.c")
     harness.write_text(HARNESS)
-    command = [toolchain.find("cc"), *toolchain.HOST_FLAGS, f"-I{sources}", "-o", str(binary), str(harness),
+    command = [toolchain.find("cc"), *toolchain.HOST_FLAGS, *defines, f"-I{sources}", "-o", str(binary), str(harness),
                str(sources / SOURCE)]
     if trace:
         command.insert(1, "-DDENSELAB_TRACE=denselab_host_trace")

@@ -260,29 +260,7 @@ static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, in
   *acc = a;
   return w;
 }
-#elif defined(__AVR__)
-/* One row at a time, weights read in order with LPM Z+: four accumulators would not stay in
- * registers. */
-static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
-  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
-  const int32_t rest = inputs & 3, groups_bytes = DL_BLOCK * (inputs & ~(int32_t)3);
-  int32_t r, j;
-  for (r = 0; r < DL_BLOCK; ++r) {
-    const int8_t *tail = w + groups_bytes + r * rest;
-    acc[r] = dl_dot(acc[r], x, groups_end, w + 4 * r, 4 * (DL_BLOCK - 1));
-    for (j = 0; j < rest; ++j) acc[r] = dl_multiply_add_i8(acc[r], groups_end[j], dl_rom_i8(tail + j));
-  }
-  return w + DL_BLOCK * inputs;
-}
-
-static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
-  const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
-  int32_t j;
-  *acc = dl_dot(*acc, x, groups_end, w, 0);
-  for (j = 0; j < (inputs & 3); ++j) *acc = dl_multiply_add_i8(*acc, groups_end[j], dl_rom_i8(w + (inputs & ~(int32_t)3) + j));
-  return w + inputs;
-}
-#else
+#elif !defined(__AVR__) /* the AVR's dl_dense reads one row at a time, below */
 /* Portable C99, and the Cortex-M0+ (ARMv6-M): each input is loaded once for the block's four
  * rows, which one-cycle MULS then use. */
 static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
@@ -311,10 +289,38 @@ static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, in
 }
 #endif
 
+/* Output o of the layer from its accumulator: requantized, offset and clamped (relu or none). */
+static int8_t dl_output(const dl_layer *layer, int32_t o, int32_t acc) {
+  int32_t value = dl_requantize(acc, DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->multiplier) + o),
+                                DL_READ_I8((const int8_t *)DL_READ_PTR(&layer->shift) + o)) +
+                  DL_READ_I32(&layer->output_zero_point);
+  if (value < DL_READ_I32(&layer->activation_min)) value = DL_READ_I32(&layer->activation_min);
+  if (value > 127) value = 127;
+  return (int8_t)value;
+}
+
 /* Kept out of line: inlined into denselab_predict, GCC -Os spills the inner loop's pointers. */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
+#if defined(__AVR__)
+/* One row at a time, its weights read in order with LPM Z+ (four accumulators would not stay
+ * in registers, and flash is short): row o is row r of its block, or a row on its own. */
+static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
+  const int16_t inputs = (int16_t)DL_READ_I32(&layer->inputs), outputs = (int16_t)DL_READ_I32(&layer->outputs);
+  const int16_t grouped = inputs & ~3, rest = inputs & 3, blocks_end = outputs & ~(DL_BLOCK - 1);
+  const int8_t *const weights = (const int8_t *)DL_READ_PTR(&layer->weights);
+  int16_t o, j;
+  for (o = 0; o < outputs; ++o) {
+    const uint8_t r = o < blocks_end ? (uint8_t)(o & (DL_BLOCK - 1)) : 0, rows = o < blocks_end ? DL_BLOCK : 1;
+    const int8_t *const first = weights + (int16_t)(o - r) * inputs, *const tail = first + rows * grouped + r * rest;
+    int32_t acc = dl_dot(DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o), input, input + grouped,
+                         first + 4 * r, 4 * (rows - 1));
+    for (j = 0; j < rest; ++j) acc = dl_multiply_add_i8(acc, input[grouped + j], dl_rom_i8(tail + j));
+    output[o] = dl_output(layer, o, acc);
+  }
+}
+#else
 static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
   const int32_t inputs = DL_READ_I32(&layer->inputs), outputs = DL_READ_I32(&layer->outputs);
   const int8_t *w = (const int8_t *)DL_READ_PTR(&layer->weights);
@@ -325,16 +331,10 @@ static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output)
     count = outputs - o >= DL_BLOCK ? DL_BLOCK : 1;
     for (k = 0; k < count; ++k) acc[k] = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o + k);
     w = count == DL_BLOCK ? dl_block(input, inputs, w, acc) : dl_row(input, inputs, w, acc);
-    for (k = 0; k < count; ++k, ++o) {
-      int32_t value = dl_requantize(acc[k], DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->multiplier) + o),
-                                    DL_READ_I8((const int8_t *)DL_READ_PTR(&layer->shift) + o)) +
-                      DL_READ_I32(&layer->output_zero_point);
-      if (value < DL_READ_I32(&layer->activation_min)) value = DL_READ_I32(&layer->activation_min);
-      if (value > 127) value = 127;
-      output[o] = (int8_t)value;
-    }
+    for (k = 0; k < count; ++k, ++o) output[o] = dl_output(layer, o, acc[k]);
   }
 }
+#endif
 
 /* gemmlowp's exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31 in and out. */
 static int32_t dl_exp_on_quarter(int32_t a) {
