@@ -96,10 +96,10 @@ def print_runtimes(part: dict) -> None:
     for model in part["models"]:
         for core, runtimes in model["cores"].items():
             machines = sorted({row["machine"] for row in runtimes.values()})
-            title = (f"{model['model']} on the {core} (QEMU {', '.join(machines)}): {model['macs']:,} MACs, "
-                     f"int8 {model['int8_bytes']:,} B")
-            # Wrapped: the search winner's name makes it longer than 80 columns.
-            print("\n" + "\n".join(textwrap.wrap(title, 80, subsequent_indent="  ")))
+            title = f"{model['model']} on the {core} (QEMU {', '.join(machines)}):"
+            sizes = f"{model['macs']:,} MACs, int8 {model['int8_bytes']:,} B"
+            # On two lines where the search winner's name would make one longer than 80 columns.
+            print(f"\n{title} {sizes}" if len(title) + len(sizes) < 80 else f"\n{title}\n  {sizes}")
             header = ("runtime", "flash B", "RAM B", "instr./inference", "per MAC", "vs C", "identical")
             c = runtimes["c"]["instructions"]
             rows = [(RUNTIME_NAMES.get(key, key), f"{row['flash_bytes']:,}", f"{row['ram_bytes']:,}",
