@@ -18,6 +18,7 @@ from denselab.deploy.c_runtime.quantized import QuantizedClassifier
 HEADER, SOURCE, EXAMPLE = "denselab_model.h", "denselab_model.c", "main.c"
 TABLES_MARK = "/* @denselab-tables@ */"
 BLOCK_ROWS = 4  # kernels.c's DL_BLOCK: rows whose weights are interleaved, for kernels that share each input
+WEIGHT_OFFSET = 128  # kernels.c's DL_WEIGHT_OFFSET: added to every stored weight, which is then unsigned
 
 
 def pixel_table(classifier: QuantizedClassifier, normalization: str) -> np.ndarray:
@@ -114,7 +115,7 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
         parts += [
             # The length as one number: a product of two ints overflows where int has 16 bits.
             f"/* {outputs} outputs x {inputs} inputs */\n",
-            _array("int8_t", f"dl_weights_{index}", outputs * inputs, weight_table(layer.weights), aligned=True),
+            _array("uint8_t", f"dl_weights_{index}", outputs * inputs, weight_table(layer.weights), aligned=True),
             _array("int32_t", f"dl_bias_{index}", outputs, layer.folded_bias),
             _array("int32_t", f"dl_multiplier_{index}", outputs, layer.multipliers),
             _array("int8_t", f"dl_shift_{index}", outputs, layer.shifts),
@@ -134,7 +135,8 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
 
 
 def weight_table(weights: np.ndarray) -> np.ndarray:
-    """A layer's int8 weights [outputs, inputs] in the order kernels.c's DL_BLOCK describes.
+    """A layer's int8 weights [outputs, inputs] as kernels.c stores them: plus WEIGHT_OFFSET (uint8,
+    1-255), in the order its DL_BLOCK describes.
 
     Rows go in blocks of BLOCK_ROWS: per group of four inputs, each row's four weights in turn,
     then each row's last inputs % 4 weights; the rows after the last full block follow one by one.
@@ -146,7 +148,8 @@ def weight_table(weights: np.ndarray) -> np.ndarray:
         block = weights[start:start + BLOCK_ROWS]
         parts += [block[:, :grouped].reshape(BLOCK_ROWS, -1, 4).transpose(1, 0, 2).reshape(-1),
                   block[:, grouped:].reshape(-1)]
-    return np.concatenate([*parts, weights[full:].reshape(-1)]).astype(np.int8)
+    ordered = np.concatenate([*parts, weights[full:].reshape(-1)]).astype(np.int16)
+    return (ordered + WEIGHT_OFFSET).astype(np.uint8)
 
 
 def _array(c_type: str, name: str, length, values: np.ndarray, aligned: bool = False) -> str:

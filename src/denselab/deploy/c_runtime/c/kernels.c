@@ -45,17 +45,10 @@ static inline int32_t dl_rom_i32(const void *address) {
   return (int32_t)value;
 }
 
-/* The next weight, with LPM's post-increment: *row++ from flash. */
-static inline int8_t dl_rom_i8_next(const int8_t **row) {
-  uint8_t value;
-  __asm__ __volatile__("lpm %0, Z+" : "=r"(value), "+z"(*row));
-  return (int8_t)value;
-}
-
 /* acc + x * w: one MULS (whose C flag is the product's sign) and a sign-extending add, eight
  * cycles. Written in C, avr-gcc makes the product a call to its 16 x 16 -> 32-bit
  * multiplication, and that call took most of an inference. */
-static inline int32_t dl_multiply_add_i8(int32_t acc, int8_t x, int8_t w) {
+static inline int32_t dl_multiply_add(int32_t acc, int8_t x, int8_t w) {
   uint8_t sign;
   __asm__("muls %2, %3\n\t"
           "sbc %1, %1\n\t"
@@ -68,12 +61,18 @@ static inline int32_t dl_multiply_add_i8(int32_t acc, int8_t x, int8_t w) {
   return acc;
 }
 
-/* acc + *x++ * *w++, the weight from flash: LD X+, LPM Z+, MULS and the add, 13 cycles. In C,
- * avr-gcc reads x[1], x[2] ... with an ADIW and an SBIW each, since X has no displacement. */
-static inline int32_t dl_multiply_add_next(int32_t acc, const int8_t **x, const int8_t **w) {
+/* acc + *x++ * (*w++ - 128), the stored weight from flash back to its signed value: LD X+, LPM
+ * Z+, SUBI, MULS and the add, 14 cycles. Taking the 128 off here costs the AVR a cycle per
+ * multiply-add where the other cores' dl_input_sum costs a pass over the inputs, and 80 bytes
+ * less flash, which the Uno is short of. In C, avr-gcc reads x[1], x[2] ... with an ADIW and
+ * an SBIW each, since X has no displacement. */
+/* Always inlined: with one instruction more, avr-gcc -Os made it a call, three times slower. */
+__attribute__((always_inline)) static inline int32_t dl_multiply_add_next(int32_t acc, const int8_t **x,
+                                                                       const uint8_t **w) {
   uint8_t sign, input, weight;
   __asm__("ld %3, X+\n\t"
           "lpm %4, Z+\n\t"
+          "subi %4, 0x80\n\t"
           "muls %3, %4\n\t"
           "sbc %1, %1\n\t"
           "add %A0, r0\n\t"
@@ -90,7 +89,7 @@ static inline int32_t dl_multiply_add_next(int32_t acc, const int8_t **x, const 
  * 0 for a row on its own). A function of its own, so that acc stays in registers: inside
  * dl_dense avr-gcc spills it to the stack on every step. */
 __attribute__((noinline))
-static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int8_t *w, uint8_t skip) {
+static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const uint8_t *w, uint8_t skip) {
   while (x != end) {
     acc = dl_multiply_add_next(acc, &x, &w);
     acc = dl_multiply_add_next(acc, &x, &w);
@@ -115,7 +114,7 @@ static int32_t dl_dot(int32_t acc, const int8_t *x, const int8_t *end, const int
 
 /* In flash with DL_ROM, as the tables it points to: every field is read with DL_READ_*. */
 typedef struct {
-  const int8_t *weights;     /* the converter's int8 weights, in the order DL_BLOCK describes */
+  const uint8_t *weights;    /* the converter's int8 weights plus 128, in the order DL_BLOCK describes */
   const int32_t *bias;       /* the int32 bias minus input_zero_point * sum(weights[o]) */
   const int32_t *multiplier; /* per output: real scale = multiplier * 2^(shift - 31) */
   const int8_t *shift;
@@ -184,17 +183,24 @@ static int32_t dl_requantize(int32_t x, int32_t multiplier, int shift) {
  * group of four inputs, the four weights of the block's first row, then its second's, and so
  * on; after the groups, each row's last inputs % 4 weights. The rows after the last full block
  * follow one by one, in the converter's order. A block is 4 x inputs bytes, so every block
- * starts on a word boundary (the tables are DL_ALIGNED). */
+ * starts on a word boundary (the tables are DL_ALIGNED).
+ * Each weight w is stored as w + 128, 1 to 255 (TFLite's int8 weights are -127 to 127), so that
+ * the kernels widen it without a sign: on the Cortex-M0+ that is LDRB alone, where a signed
+ * byte cost an SXTB more. The sum over x of x (w + 128) is the sum of x w plus 128 times the
+ * sum of the inputs, which dl_dense takes off once per layer (dl_input_sum); the AVR takes the
+ * 128 off each weight instead (dl_multiply_add_next). */
 #define DL_BLOCK 4
+#define DL_WEIGHT_OFFSET 128
 
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-/* ARMv7E-M (Cortex-M4 and M7): SXTB16 widens bytes 0 and 2 of a word into two 16-bit halves
- * (with ROR #8, bytes 1 and 3), and SMLAD adds both halves' products to an accumulator. Per
- * group of four inputs and four rows: one load of the inputs, two widenings shared by the
- * four rows, two LDRDs of the 16 weights, and per row two widenings and two SMLADs: 23
- * instructions for 16 multiply-adds with the loop's test. Written as assembly because GCC
- * -Os neither folds the rotation into SXTB16 nor keeps the loop in registers. The ACLE
- * intrinsics of <arm_acle.h> (part of the compiler) serve the single rows. */
+/* ARMv7E-M (Cortex-M4 and M7): SXTB16 widens the inputs' bytes 0 and 2 of a word into two
+ * signed 16-bit halves (with ROR #8, bytes 1 and 3), UXTB16 the weights' the same way without
+ * a sign, and SMLAD adds both halves' products to an accumulator. Per group of four inputs and
+ * four rows: one load of the inputs, two widenings shared by the four rows, two LDRDs of the
+ * 16 weights, and per row two widenings and two SMLADs: 21 instructions for 16 multiply-adds,
+ * and the loop's test once per two groups. Written as assembly because GCC -Os neither folds
+ * the rotation into the widening nor keeps the loop in registers. The ACLE intrinsics of
+ * <arm_acle.h> (part of the compiler) serve the single rows. */
 #include <arm_acle.h>
 
 static inline uint32_t dl_word(const int8_t *p) {
@@ -209,12 +215,34 @@ static inline int32_t dl_odd_bytes(uint32_t word) {
   return halves;
 }
 
+static inline uint32_t dl_odd_weights(uint32_t word) {
+  uint32_t halves;
+  __asm__("uxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+  return halves;
+}
+
+/* The sum of the inputs: USADA8 adds four bytes' distances from zero, here the inputs plus 128
+ * (their sign bits flipped), in one instruction; eight inputs per pass. Out of line: inlined
+ * into dl_dense, GCC kept its pointer on the stack. */
+DL_OUT_OF_LINE static int32_t dl_input_sum(const int8_t *x, int32_t inputs) {
+  const int8_t *const pairs_end = x + (inputs & ~(int32_t)7), *const end = x + inputs;
+  uint32_t offset_sum = 0;
+  int32_t sum;
+  for (; x != pairs_end; x += 8) {
+    offset_sum = __usada8(dl_word(x) ^ 0x80808080u, 0, offset_sum);
+    offset_sum = __usada8(dl_word(x + 4) ^ 0x80808080u, 0, offset_sum);
+  }
+  sum = (int32_t)offset_sum - 128 * (inputs & ~(int32_t)7);
+  while (x != end) sum += *x++;
+  return sum;
+}
+
 #define DL_TWO_ROWS(a, b) \
   "ldrd %[v0], %[v1], [%[w]], #8\n\t" \
-  "sxtb16 %[t], %[v0]\n\t" "smlad %[" a "], %[even], %[t], %[" a "]\n\t" \
-  "sxtb16 %[v0], %[v0], ror #8\n\t" "smlad %[" a "], %[odd], %[v0], %[" a "]\n\t" \
-  "sxtb16 %[t], %[v1]\n\t" "smlad %[" b "], %[even], %[t], %[" b "]\n\t" \
-  "sxtb16 %[v1], %[v1], ror #8\n\t" "smlad %[" b "], %[odd], %[v1], %[" b "]\n\t"
+  "uxtb16 %[t], %[v0]\n\t" "smlad %[" a "], %[even], %[t], %[" a "]\n\t" \
+  "uxtb16 %[v0], %[v0], ror #8\n\t" "smlad %[" a "], %[odd], %[v0], %[" a "]\n\t" \
+  "uxtb16 %[t], %[v1]\n\t" "smlad %[" b "], %[even], %[t], %[" b "]\n\t" \
+  "uxtb16 %[v1], %[v1], ror #8\n\t" "smlad %[" b "], %[odd], %[v1], %[" b "]\n\t"
 
 #define DL_GROUP \
   "ldr %[odd], [%[x]], #4\n\t" \
@@ -227,7 +255,7 @@ static inline int32_t dl_odd_bytes(uint32_t word) {
   : [x] "+r"(x), [w] "+r"(w), [odd] "=&r"(odd), [even] "=&r"(even), [v0] "=&r"(v0), [v1] "=&r"(v1), \
     [t] "=&r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)
 
-static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
+static const uint8_t *dl_block(const int8_t *x, int32_t inputs, const uint8_t *w, int32_t acc[DL_BLOCK]) {
   const int8_t *const pairs_end = x + (inputs & ~(int32_t)7);
   const int32_t rest = inputs & 3;
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], j;
@@ -248,13 +276,13 @@ static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, 
   return w + DL_BLOCK * rest;
 }
 
-static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
+static const uint8_t *dl_row(const int8_t *x, int32_t inputs, const uint8_t *w, int32_t *acc) {
   const int8_t *const groups_end = x + (inputs & ~(int32_t)3), *const end = x + inputs;
   int32_t a = *acc;
   for (; x != groups_end; x += 4, w += 4) {
-    const uint32_t inputs4 = dl_word(x), weights4 = dl_word(w);
-    a = __smlad(__sxtb16(inputs4), __sxtb16(weights4), a);
-    a = __smlad(dl_odd_bytes(inputs4), dl_odd_bytes(weights4), a);
+    const uint32_t inputs4 = dl_word(x), weights4 = dl_word((const int8_t *)w);
+    a = __smlad(__sxtb16(inputs4), __uxtb16(weights4), a);
+    a = __smlad(dl_odd_bytes(inputs4), dl_odd_weights(weights4), a);
   }
   while (x != end) a += (int32_t)*x++ * *w++;
   *acc = a;
@@ -263,12 +291,11 @@ static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, in
 #elif !defined(__AVR__) /* the AVR's dl_dense reads one row at a time, below */
 #if defined(__ARM_ARCH_6M__) && defined(__GNUC__)
 /* The Cortex-M0+ (ARMv6-M): each input is loaded once for the block's four rows, and each
- * weight costs LDRB, SXTB, a one-cycle MULS and ADDS: 4.75 instructions per multiply-add with
- * the loop. In assembly because the four accumulators, the input, the weight and both
- * pointers need all eight low registers, and GCC -Os spilled the input to the stack. */
+ * weight costs LDRB, a one-cycle MULS and ADDS: 3.75 instructions per multiply-add with the
+ * loop. In assembly because the four accumulators, the input, the weight and both pointers
+ * need all eight low registers, and GCC -Os spilled the input to the stack. */
 #define DL_M0_ROW(a, offset) \
-  "ldrb %[t], [%[w], #" offset "]\n\t" "sxtb %[t], %[t]\n\t" "muls %[t], %[v], %[t]\n\t" \
-  "adds %[" a "], %[" a "], %[t]\n\t"
+  "ldrb %[t], [%[w], #" offset "]\n\t" "muls %[t], %[v], %[t]\n\t" "adds %[" a "], %[" a "], %[t]\n\t"
 #define DL_M0_INPUT(k, o0, o1, o2, o3) \
   "ldrb %[v], [%[x], #" k "]\n\t" "sxtb %[v], %[v]\n\t" \
   DL_M0_ROW("a0", o0) DL_M0_ROW("a1", o1) DL_M0_ROW("a2", o2) DL_M0_ROW("a3", o3)
@@ -299,7 +326,7 @@ static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, in
   } while (0)
 #endif
 
-static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, int32_t acc[DL_BLOCK]) {
+static const uint8_t *dl_block(const int8_t *x, int32_t inputs, const uint8_t *w, int32_t acc[DL_BLOCK]) {
   const int8_t *const groups_end = x + (inputs & ~(int32_t)3);
   const int32_t rest = inputs & 3;
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], j, v;
@@ -311,12 +338,21 @@ static const int8_t *dl_block(const int8_t *x, int32_t inputs, const int8_t *w, 
   return w + DL_BLOCK * rest;
 }
 
-static const int8_t *dl_row(const int8_t *x, int32_t inputs, const int8_t *w, int32_t *acc) {
+static const uint8_t *dl_row(const int8_t *x, int32_t inputs, const uint8_t *w, int32_t *acc) {
   const int8_t *const end = x + inputs;
   int32_t a = *acc;
   while (x != end) a += (int32_t)*x++ * *w++;
   *acc = a;
   return w;
+}
+#endif
+
+#if !(defined(__ARM_FEATURE_DSP) && defined(__GNUC__)) && !defined(__AVR__)
+static int32_t dl_input_sum(const int8_t *x, int32_t inputs) {
+  const int8_t *const end = x + inputs;
+  int32_t sum = 0;
+  while (x != end) sum += *x++;
+  return sum;
 }
 #endif
 
@@ -340,27 +376,28 @@ __attribute__((noinline))
 static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
   const int16_t inputs = (int16_t)DL_READ_I32(&layer->inputs), outputs = (int16_t)DL_READ_I32(&layer->outputs);
   const int16_t grouped = inputs & ~3, rest = inputs & 3, blocks_end = outputs & ~(DL_BLOCK - 1);
-  const int8_t *const weights = (const int8_t *)DL_READ_PTR(&layer->weights);
+  const uint8_t *const weights = (const uint8_t *)DL_READ_PTR(&layer->weights);
   int16_t o, j;
   for (o = 0; o < outputs; ++o) {
     const uint8_t r = o < blocks_end ? (uint8_t)(o & (DL_BLOCK - 1)) : 0, rows = o < blocks_end ? DL_BLOCK : 1;
-    const int8_t *const first = weights + (int16_t)(o - r) * inputs, *const tail = first + rows * grouped + r * rest;
+    const uint8_t *const first = weights + (int16_t)(o - r) * inputs, *const tail = first + rows * grouped + r * rest;
     int32_t acc = dl_dot(DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o), input, input + grouped,
                          first + 4 * r, 4 * (rows - 1));
-    for (j = 0; j < rest; ++j) acc = dl_multiply_add_i8(acc, input[grouped + j], dl_rom_i8(tail + j));
+    for (j = 0; j < rest; ++j) acc = dl_multiply_add(acc, input[grouped + j], (int8_t)(dl_rom_i8(tail + j) ^ 0x80));
     output[o] = dl_output(layer, o, acc);
   }
 }
 #else
 static void dl_dense(const dl_layer *layer, const int8_t *input, int8_t *output) {
   const int32_t inputs = DL_READ_I32(&layer->inputs), outputs = DL_READ_I32(&layer->outputs);
-  const int8_t *w = (const int8_t *)DL_READ_PTR(&layer->weights);
+  const uint8_t *w = (const uint8_t *)DL_READ_PTR(&layer->weights);
+  const int32_t offset = DL_WEIGHT_OFFSET * dl_input_sum(input, inputs);
   int32_t acc[DL_BLOCK], o = 0, k, count;
   /* The layer's fields are read where they are used, once per output: held in registers
    * across the inner loop, they cost the Cortex-M4 spills to the stack. */
   while (o < outputs) {
     count = outputs - o >= DL_BLOCK ? DL_BLOCK : 1;
-    for (k = 0; k < count; ++k) acc[k] = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o + k);
+    for (k = 0; k < count; ++k) acc[k] = DL_READ_I32((const int32_t *)DL_READ_PTR(&layer->bias) + o + k) - offset;
     w = count == DL_BLOCK ? dl_block(input, inputs, w, acc) : dl_row(input, inputs, w, acc);
     for (k = 0; k < count; ++k, ++o) output[o] = dl_output(layer, o, acc[k]);
   }
