@@ -157,7 +157,8 @@ DL_OUT_OF_LINE static int32_t dl_doubling_high_mul(int32_t a, int32_t b) {
 
 /* gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded half away from zero. */
 static int32_t dl_divide_by_pot(int32_t x, int exponent) {
-  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  /* exponent is 0 to 31: a 32-bit shift, where a 64-bit one was a library call on the Cortex-M. */
+  const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
   const int32_t remainder = x & mask;
   const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
@@ -165,7 +166,7 @@ static int32_t dl_divide_by_pot(int32_t x, int exponent) {
 
 /* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent: x * 2^exponent, saturated. */
 static int32_t dl_multiply_by_pot(int32_t x, int exponent) {
-  const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+  const int32_t threshold = (int32_t)(((uint32_t)1 << (31 - exponent)) - 1u); /* exponent is 1 to 31 */
   if (x > threshold) return INT32_MAX;
   if (x < -threshold) return INT32_MIN;
   return (int32_t)((uint32_t)x << exponent);
