@@ -21,6 +21,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from denselab.deploy.boards import load_boards
 from denselab.model.spec import ModelSpec
 
 BENCH = Path(__file__).resolve().parent
@@ -119,6 +120,29 @@ def print_runtimes(part: dict) -> None:
         print("No finished Nano 33 BLE search (reports/search/nano33ble/search.json):\nno winner measured.")
     if any("avr" in model for model in part["models"]):
         print_uno(part["models"])
+    print_latencies(part["models"])
+
+
+def print_latencies(models: list[dict]) -> None:
+    """Each board's latency with the C runtime (-Os): its own core's instructions at its clock, one per
+    cycle (an estimate; the ESP32 on the Cortex-M4's), and the Uno's measured cycles."""
+    boards = load_boards()
+    print("\nlatency with denselab C (-Os), ms: on the Arm boards estimated (instructions at\n"
+          "the board's clock, one per cycle; the esp32 from the Cortex-M4's, not checked),\n"
+          "on the uno measured (cycles under simavr)")
+    header = ("model", *boards)
+    rows = []
+    for model in models:
+        cells = [model["model"].replace("Nano 33 BLE search winner", "winner")]
+        for key, chosen in boards.items():
+            if chosen.measured_core == "avr":
+                cycles = (model.get("avr") or {}).get("cycles_per_inference")
+                cells.append(f"{cycles / chosen.clock_hz * 1e3:.1f}" if cycles else "-")
+            else:
+                instructions = model["cores"][chosen.measured_core]["c"]["instructions"]
+                cells.append(f"{instructions / chosen.clock_hz * 1e3:.2f}")
+        rows.append(tuple(cells))
+    print_columns(header, rows, left=(0,))
 
 
 def print_uno(models: list[dict]) -> None:
