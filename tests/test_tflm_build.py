@@ -33,6 +33,7 @@ from denselab.deploy.tflm_build import (
     library_key,
     tflm_library,
 )
+from denselab.deploy.tflm_objects import OBJECTS
 from denselab.deploy.toolchain import arm_tool, compile_c, find
 from denselab.errors import BadInput
 from denselab.model.run_dir import load_trained_model
@@ -279,6 +280,34 @@ def test_two_builders_of_one_key_compile_once_and_a_built_key_compiles_nothing(t
         raise AssertionError(f"{what} compiled again")
 
     assert build_cached(tiny_plan, cache, must_not_compile) == entries[0]
+
+
+def test_libraries_share_the_objects_that_compile_alike_and_only_those(tmp_path):
+    cache, compiled = tmp_path / "cache", []
+
+    def counting(command, what):
+        compiled.append(what)
+        compile_c(command, what)
+
+    def build(name: str, value: int, *flags: str) -> bytes:
+        """A library of one source in a tree of its own, whose header sets VALUE; its object's bytes."""
+        tree = tmp_path / name
+        tree.mkdir()
+        (tree / "value.h").write_text(f"#define VALUE {value}\n")
+        (tree / "one.cc").write_text('#include "value.h"\nint one() { return VALUE; }\n')
+        plan = BuildPlan(name=name, tree=tree, sources=("one.cc",), include_dirs=(tree,),
+                         cxx=(arm_tool("g++"), *CORTEX_M4.flags, *flags), cc=(find("arm-none-eabi-gcc"),),
+                         key=name.ljust(64, "0"))
+        entry = build_cached(plan, cache, counting)
+        subprocess.run([arm_tool("ar"), "x", str(entry / "libtflm.a")], cwd=tmp_path, check=True)
+        return (tmp_path / "one.o").read_bytes()
+
+    first = build("a", 1)
+    assert build("b", 1) == first and len(compiled) == 1  # another tree, the same source: shared
+    assert build("c", 2) != first and len(compiled) == 2  # another header: compiled
+    build("d", 1, "-DUNUSED")  # the same text, another flag: compiled
+    assert len(compiled) == 3
+    assert len(list((cache / OBJECTS).glob("*.o"))) == 3
 
 
 def test_the_cache_folder_outlives_a_clone_and_an_empty_home():

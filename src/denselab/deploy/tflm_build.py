@@ -9,7 +9,8 @@ A library lives in the cache under a key that hashes everything its bytes come f
 compilers' versions, every flag, the sources compiled, every file of the tree and this
 module's own code. A finished library under the same key is returned at once; a new one
 is built in a temporary folder and renamed into place, so an interrupted build is never
-taken for a finished one.
+taken for a finished one. Its objects are also kept one by one (denselab.deploy.tflm_objects),
+so that the libraries of one core share the runtime's objects that both kernel sets compile alike.
 """
 
 import fcntl
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from denselab.deploy.tflm_objects import compile_shared
 from denselab.deploy.toolchain import CORTEX_M4, Core, arm_tool, compile_c, find
 from denselab.errors import BadInput
 
@@ -331,7 +333,8 @@ def _build_archive(plan: BuildPlan, work: Path, compile_source: Callable[[list[s
     objects.mkdir()
     commands = compile_commands(plan, objects)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = [pool.submit(compile_source, command, what) for command, what in commands]
+        # work is in the cache folder, whose objects/ the libraries share (denselab.deploy.tflm_objects).
+        futures = [pool.submit(compile_shared, command, what, work.parent, compile_source) for command, what in commands]
         try:
             for future in futures:
                 future.result()
