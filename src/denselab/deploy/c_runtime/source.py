@@ -136,7 +136,7 @@ def _source(classifier: QuantizedClassifier, class_names: tuple[str, ...], norma
 
 def weight_table(weights: np.ndarray) -> np.ndarray:
     """A layer's int8 weights [outputs, inputs] as kernels.c stores them: plus WEIGHT_OFFSET (uint8,
-    1-255), in the order its DL_BLOCK describes.
+    0-255), in the order its DL_BLOCK describes.
 
     Rows go in blocks of BLOCK_ROWS: per group of four inputs, each row's four weights in turn,
     then each row's last inputs % 4 weights; the rows after the last full block follow one by one.

@@ -65,8 +65,8 @@ static inline int32_t dl_multiply_add(int32_t acc, int8_t x, int8_t w) {
  * Z+, SUBI, MULS and the add, 14 cycles. Taking the 128 off here costs the AVR a cycle per
  * multiply-add where the other cores' dl_input_sum costs a pass over the inputs, and 80 bytes
  * less flash, which the Uno is short of. In C, avr-gcc reads x[1], x[2] ... with an ADIW and
- * an SBIW each, since X has no displacement. */
-/* Always inlined: with one instruction more, avr-gcc -Os made it a call, three times slower. */
+ * an SBIW each, since X has no displacement. Always inlined: with the SUBI, avr-gcc -Os made it
+ * a call, and an inference three times slower. */
 __attribute__((always_inline)) static inline int32_t dl_multiply_add_next(int32_t acc, const int8_t **x,
                                                                        const uint8_t **w) {
   uint8_t sign, input, weight;
@@ -185,11 +185,11 @@ static int32_t dl_requantize(int32_t x, int32_t multiplier, int shift) {
  * on; after the groups, each row's last inputs % 4 weights. The rows after the last full block
  * follow one by one, in the converter's order. A block is 4 x inputs bytes, so every block
  * starts on a word boundary (the tables are DL_ALIGNED).
- * Each weight w is stored as w + 128, 1 to 255 (TFLite's int8 weights are -127 to 127), so that
- * the kernels widen it without a sign: on the Cortex-M0+ that is LDRB alone, where a signed
- * byte cost an SXTB more. The sum over x of x (w + 128) is the sum of x w plus 128 times the
- * sum of the inputs, which dl_dense takes off once per layer (dl_input_sum); the AVR takes the
- * 128 off each weight instead (dl_multiply_add_next). */
+ * Each weight w is stored as w + 128, 0 to 255, so that the kernels widen it without a sign:
+ * on the Cortex-M0+ that is LDRB alone, where a signed byte cost an SXTB more. The sum over x
+ * of x (w + 128) is the sum of x w plus 128 times the sum of the inputs, which dl_dense takes
+ * off once per layer (dl_input_sum); the AVR takes the 128 off each weight instead
+ * (dl_multiply_add_next). */
 #define DL_BLOCK 4
 #define DL_WEIGHT_OFFSET 128
 
