@@ -24,15 +24,15 @@ PER_LAYER_BYTES = 32  # one dl_layer entry: four pointers and four int32s
 AVR_PER_LAYER_BYTES = 24 + 16
 # Code, the 256-entry pixel table, the softmax's 7 factors and the class names' pointers (40
 # bytes for 10 classes), with issue 23's kernels: 1,754-1,792 bytes measured on the Cortex-M4
-# and M7, 1,648-1,680 on the Cortex-M0+ (over seven synthetic architectures, 1 to 5 layers),
+# and M7, 1,638-1,670 on the Cortex-M0+ (over seven synthetic architectures, 1 to 5 layers),
 # rounded up; the names' text is added.
 # On the AVR, the whole sketch besides the tables, the names' text and the images: the Arduino
 # core, Serial, the sketch (its image decoder and stack measurement), the kernels, the pixel
-# table and the softmax's factors, and the names' pointers: up to 5,627 bytes measured over
+# table and the softmax's factors, and the names' pointers: up to 5,555 bytes measured over
 # five trained architectures (Dense(20), 784-32, 784-32-16, 784-16-16, 784-8-8-8), rounded up.
 # The code depends a little on the softmax's constants, which the kernels fold in (an
-# untrained 784-32-16 measured 5,400).
-FIXED_FLASH_BYTES = {"cortex-m0plus": 1_696, "cortex-m4": 1_800, "cortex-m7": 1_800, "avr": 5_640}
+# untrained 784-32-16 measured 5,328).
+FIXED_FLASH_BYTES = {"cortex-m0plus": 1_688, "cortex-m4": 1_800, "cortex-m7": 1_800, "avr": 5_568}
 # One denselab_predict call's stack (224 bytes measured on the Cortex-M4 and M7, 220 on the
 # M0+: the kernels' four accumulators and the softmax's kept exps among it); on the AVR, the
 # sketch's whole RAM but the activations and the image buffer: the Arduino core's and Serial's
