@@ -1,9 +1,10 @@
 """The C runtime: a quantized classifier as `denselab_model.h` and `denselab_model.c`, plus an example main.c.
 
-The sources are C99 with no dynamic memory and nothing beyond `<stdint.h>`. The tables
-hold the converter's int8 weights and the requantization numbers of
-`denselab.deploy.c_runtime.quantized`; the kernels (`c/kernels.c`) are TFLite's integer reference
-arithmetic, so the outputs equal TensorFlow Lite Micro's. They build for 32-bit cores and for
+The sources are C99 with no dynamic memory and nothing beyond `<stdint.h>` (and, on ARMv7E-M,
+the compiler's `<arm_acle.h>`). The tables hold the converter's int8 weights, in the order and
+offset the kernels read them (weight_table), and the requantization numbers of
+`denselab.deploy.c_runtime.quantized`; the kernels (`c/kernels.c`, one for each kind of core)
+compute TFLite's integer reference arithmetic, so the outputs equal TensorFlow Lite Micro's. They build for 32-bit cores and for
 AVR, whose int has 16 bits and whose constant tables stay in flash (kernels.c's DL_ROM); the
 header is also valid C++, for an Arduino sketch.
 """
