@@ -32,6 +32,9 @@ def search(
     epochs_max: Annotated[int, typer.Option(help="Epochs of the last rung and of the finalists.")] = SETTINGS.epochs_max,
     seed: Annotated[int, typer.Option(help="The sampler's seed and every trial's training seed.")] = SETTINGS.seed,
     validation: Annotated[int, typer.Option(help="Training images held out to compare trials.")] = SETTINGS.validation,
+    teacher: Annotated[str, typer.Option(help="none, or cnn: a CNN teacher used only while training (knowledge "
+                                         "distillation); it never ships.")] = SETTINGS.teacher,
+    teacher_epochs: Annotated[int, typer.Option(help="Epochs the teacher trains.")] = SETTINGS.teacher_epochs,
     finalists: Annotated[int, typer.Option(help="Pareto points retrained with 3 seeds and checked, the most "
                                            "accurate first (1: the winner alone).")] = MAX_FINALISTS,
     executor: Annotated[str, typer.Option(help="local (this process) or ray (a Ray task per run).")] = RUNNER.executor,
@@ -54,14 +57,16 @@ def search(
     """
     def started(chosen_target, settings) -> None:
         if not as_json:
+            teaching = "" if settings.teacher == "none" else f", a {settings.teacher} teacher first"
             console.print(f"search for {escape(chosen_target.name)}: {trials} trials, rungs of "
-                          f"{', '.join(map(str, settings.rungs()))} epochs; runs in {db}")
+                          f"{', '.join(map(str, settings.rungs()))} epochs{teaching}; runs in {db}")
 
     if runtime == "tflm":
         measure_tflm_first()
     try:
         with _SearchProgress() as on_progress:
-            result = api.search(target, SearchSettings(trials, epochs_max, seed, time_budget, validation),
+            result = api.search(target, SearchSettings(trials, epochs_max, seed, time_budget, validation, teacher,
+                                                           teacher_epochs),
                                 flash_kb=flash, ram_kb=ram, runtime=runtime, finalists=finalists, out=out,
                                 runner=api.Runner(db, models_dir, executor, workers, ray_address), data_dir=data_dir,
                                 on_start=started, on_progress=on_progress)

@@ -37,6 +37,9 @@ class Dataset:
     # What the "test" arrays really are: the test set, or a validation split held out of
     # the training images (a search scores its trials there and never on the test set).
     scored_on: str = "test"
+    # A teacher's logits for each training image (N x 10 float32), for students that distill
+    # from it (denselab.training.teacher); the run engine attaches them to the data it sends.
+    teacher_logits: np.ndarray | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -48,6 +51,7 @@ class Dataset:
             self.name, self.source,
             self.train_images[:train], self.train_labels[:train],
             self.test_images[:test], self.test_labels[:test], self.scored_on,
+            None if self.teacher_logits is None else self.teacher_logits[:train],
         )
 
 

@@ -9,7 +9,7 @@ the C runtime, each finalist also becomes C sources checked three ways
 """
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,7 @@ from denselab.model_search import space
 from denselab.model_search.run import Trial
 from denselab.model_search.target import Target
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
-from denselab.runs.engine import execute, plan_runs, train_runs
+from denselab.runs.engine import execute, plan_runs, teacher_summary, train_runs
 from denselab.runs.store import RunStore
 from denselab.study.file import study_toml
 
@@ -42,6 +42,7 @@ class Finalist:
     fits: bool  # with the arena TFLM really needed, or the C runtime's measured flash and RAM
     study_path: Path
     c: dict | None = None  # the C runtime's export and checks, for --runtime c
+    teacher: dict | None = None  # the teacher it learned from (engine.teacher_summary), trained on all images
 
     def as_dict(self) -> dict:
         accuracies = [run["int8_accuracy"] for run in self.runs]
@@ -55,24 +56,28 @@ class Finalist:
             "seeds": len(self.runs), "int8_bytes": self.runs[0]["int8_bytes"], "arena_bytes": self.tflm["arena_bytes"],
             "macs": space.variant_of(self.trial.params, 1, self.name).spec.macs(), "fits": self.fits,
             "tflm": self.tflm, "model_path": self.runs[0]["model_path"], "tflite_path": str(self.tflite_path),
-            "study_path": str(self.study_path), "c": self.c,
+            "study_path": str(self.study_path), "c": self.c, "teacher": self.teacher,
         }
 
 
 def retrain_finalists(
     chosen: list[Trial], winner: Trial, target: Target, training: Dataset, load_test: Callable[[], tuple],
     store: RunStore, group: str, epochs: int, seeds: int, models_dir: Path, out_dir: Path, executor, task=train_runs,
+    distillation: dict | None = None,
 ) -> list[Finalist]:
     """Retrain `chosen` on all training images with `seeds` seeds, export, score on the test set and check.
 
     Args:
         load_test: gives (test images, test labels); the search calls it here and nowhere else.
+        distillation: the search's teacher settings (SearchSettings.distillation). Their teacher
+            trains on all training images too, and is scored on the test set, which it never saw.
     """
     test_images, test_labels = load_test()
     full = Dataset(training.name, training.source, training.train_images, training.train_labels,
                    test_images, test_labels)
     names = {trial.number: f"t{trial.number:04d}" for trial in chosen}
-    variants = {trial.number: space.variant_of(trial.params, epochs, names[trial.number]) for trial in chosen}
+    variants = {trial.number: space.variant_of(trial.params, epochs, names[trial.number], distillation)
+                for trial in chosen}
     pairs = [(variants[trial.number], seed) for trial in chosen for seed in range(seeds)]
     requests = plan_runs(group, pairs, {full.name: full}, models_dir)
     execute(requests, store, {full.name: full}, executor, task=task)
@@ -84,7 +89,8 @@ def retrain_finalists(
             continue  # a failed retraining; the search reports what it has
         finalists.append(_check(trial, trial is winner, names[trial.number], runs, full, target, folder, seeds,
                                 variants[trial.number]))
-    return finalists
+    teacher = requests and teacher_summary(store, requests[0].teacher)
+    return [replace(finalist, teacher=teacher or None) for finalist in finalists]
 
 
 def _check(trial, winner, name, runs, full, target, folder, seeds, variant) -> Finalist:

@@ -19,7 +19,15 @@ from denselab.deploy.tflite import calibration_images
 from denselab.errors import BadInput
 from denselab.model_search import MAX_FINALISTS
 from denselab.model_search.finalists import retrain_finalists
-from denselab.model_search.run import Progress, SearchSettings, pareto_front, require_room, run_search, search_name
+from denselab.model_search.run import (
+    Progress,
+    SearchSettings,
+    pareto_front,
+    require_room,
+    run_search,
+    search_name,
+    trial_teacher,
+)
 from denselab.model_search.split import split_for_search
 from denselab.model_search.target import Target, footprints_for
 from denselab.outputs import write_bytes_atomically
@@ -82,15 +90,17 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
         if on_progress:
             on_progress(Progress("finalists", 0, len(chosen), winner.accuracy, None))
         finalists = retrain_finalists(chosen, winner, target, training, load_test, store, f"{name}-final",
-                                      settings.epochs_max, FINAL_SEEDS, models_dir, out_dir, executor, task)
+                                      settings.epochs_max, FINAL_SEEDS, models_dir, out_dir, executor, task,
+                                      settings.distillation())
+        teacher = trial_teacher(settings, trial_data, store, models_dir)
     report = SearchReport(target, settings, split, trials, front, finalists, importances, training.class_names,
-                          time.monotonic() - started)
+                          time.monotonic() - started, teacher)
     write_search_report(report, out_dir)
     best = report.winner.as_dict() if report.winner else None
     result = {
         "target": target.as_dict(), "search": name, "trials": sum(t.status == "trained" for t in trials),
         "rejected": sum(t.status == "rejected" for t in trials), "failed": sum(t.status == "failed" for t in trials),
-        "validation": split, "best": best,
+        "validation": split, "best": best, "teacher": teacher,
         "pareto": [finalist.as_dict() for finalist in finalists],  # the winner among them
         "report": str(Path(out_dir) / "report.html"),
     }

@@ -22,9 +22,9 @@ from denselab.extras import extra_imports
 from denselab.model_search import space
 from denselab.model_search.split import VALIDATION_IMAGES, check_validation_size
 from denselab.model_search.target import Footprints, Target
-from denselab.runs.engine import execute, plan_runs, train_runs
+from denselab.runs.engine import execute, plan_runs, plan_teacher, teacher_summary, train_runs
 from denselab.runs.store import RunStore
-from denselab.training.config import MAX_SEED
+from denselab.training.config import MAX_SEED, TEACHERS, TrainConfig
 
 ETA = 3  # successive halving keeps the best 1/ETA of a rung and trains it ETA times longer
 MISSES_PER_TRIAL = 20  # proposals that cannot fit or fail, per trial asked for, before the search gives up
@@ -37,6 +37,10 @@ class SearchSettings:
     seed: int = 0
     time_budget_minutes: float | None = None
     validation: int = VALIDATION_IMAGES
+    # A teacher used only while training (TrainConfig.teacher): the trials' teacher trains on
+    # their training split, the finalists' on all training images, both with this search's seed.
+    teacher: str = "none"
+    teacher_epochs: int = TrainConfig.teacher_epochs
 
     def __post_init__(self):
         if not isinstance(self.trials, int) or self.trials < 1:
@@ -48,6 +52,18 @@ class SearchSettings:
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise BadInput(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         check_validation_size(self.validation)
+        if self.teacher not in TEACHERS:
+            raise BadInput(f"--teacher {self.teacher!r} is not a teacher; choose one of {', '.join(TEACHERS)}")
+        try:
+            TrainConfig(**self.distillation())
+        except BadInput as error:  # "teacher-epochs must be ...": the option's name
+            raise BadInput(f"--{error}") from None
+
+    def distillation(self) -> dict:
+        """The trials' and finalists' distillation settings (TrainConfig's names); {} without a teacher."""
+        if self.teacher == "none":
+            return {}
+        return {"teacher": self.teacher, "teacher_epochs": self.teacher_epochs, "teacher_seed": self.seed}
 
     def rungs(self) -> list[int]:
         """Epochs of each rung, e.g. [2, 6, 18] for epochs_max 18."""
@@ -90,7 +106,8 @@ class Trial:
 
 def search_name(target: Target, settings: SearchSettings) -> str:
     budget = target.key if target.key != "custom" else f"custom-{target.flash_bytes}-{target.ram_bytes}"
-    return f"search-{budget}-{target.runtime}-e{settings.epochs_max}-s{settings.seed}-v{settings.validation}"
+    teacher = "" if settings.teacher == "none" else f"-t{settings.teacher}{settings.teacher_epochs}"
+    return f"search-{budget}-{target.runtime}-e{settings.epochs_max}-s{settings.seed}-v{settings.validation}{teacher}"
 
 
 def open_journal(path: Path, name: str, split_record: dict, sampler):
@@ -179,14 +196,16 @@ class _Context:
 
     def train(self, pairs: list[tuple[dict, int, str]]) -> list[dict | None]:
         """Train (params, epochs, name) through the run engine; the stored run of each, or None if it failed."""
-        variants = [(space.variant_of(params, epochs, name), self.settings.seed) for params, epochs, name in pairs]
+        distillation = self.settings.distillation()
+        variants = [(space.variant_of(params, epochs, name, distillation), self.settings.seed)
+                    for params, epochs, name in pairs]
         requests = plan_runs(self.name, variants, {self.data.name: self.data}, self.models_dir)
         execute(requests, self.store, {self.data.name: self.data}, self.executor, task=self.task)
         return [self.store.finished(request.key) for request in requests]
 
     def stored(self, params: dict, epochs: int, name: str) -> dict | None:
         """The finished run of (params, epochs, name), if the store has it."""
-        variant = space.variant_of(params, epochs, name)
+        variant = space.variant_of(params, epochs, name, self.settings.distillation())
         [request] = plan_runs(self.name, [(variant, self.settings.seed)], {self.data.name: self.data}, self.models_dir)
         return self.store.finished(request.key)
 
@@ -294,6 +313,12 @@ def _promote(trials: list[Trial], context: _Context) -> None:
                 trial.runs[epochs] = run
         best = max((run["int8_accuracy"] for run in runs if run), default=None)
         context.report(f"rung {index} of {len(rungs)}", len(promoted), len(promoted), best)
+
+
+def trial_teacher(settings: SearchSettings, trial_data: Dataset, store: RunStore, models_dir: Path) -> dict | None:
+    """The trials' teacher, as teacher_summary says it: trained on the trial split, scored on validation."""
+    config = TrainConfig(**settings.distillation())
+    return teacher_summary(store, plan_teacher(config, trial_data, models_dir))
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:

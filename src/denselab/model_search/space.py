@@ -63,14 +63,19 @@ def sample_training(trial) -> None:
     trial.suggest_categorical("standardize", (False, True))
 
 
-def variant_of(params: dict, epochs: int, name: str, dataset: str = DEFAULT_DATASET) -> Variant:
-    """The run-engine variant of a trial's parameters trained for `epochs` epochs."""
+def variant_of(params: dict, epochs: int, name: str, distillation: dict | None = None,
+               dataset: str = DEFAULT_DATASET) -> Variant:
+    """The run-engine variant of a trial's parameters trained for `epochs` epochs.
+
+    `distillation` holds the search's teacher settings (SearchSettings.distillation): T and
+    its weight stay at TrainConfig's measured defaults rather than being searched.
+    """
     spec = ModelSpec(hidden_units(params), params["activation"])
     config = TrainConfig(
         epochs=epochs, batch_size=params["batch_size"], learning_rate=params["learning_rate"],
         schedule=params["schedule"], dropout_input=params["dropout_input"], dropout_hidden=params["dropout_hidden"],
         weight_decay=params["weight_decay"], label_smoothing=params["label_smoothing"], augment=params["augment"],
-        standardize=params["standardize"],
+        standardize=params["standardize"], **(distillation or {}),
     )
     return Variant(name, f"search trial {name}", dataset, spec, config)
 

@@ -34,6 +34,7 @@ class SearchReport:
     importances: dict[str, float]
     class_names: tuple[str, ...]
     seconds: float
+    teacher: dict | None = None  # the trials' teacher (engine.teacher_summary); None without one
 
     @property
     def winner(self) -> Finalist | None:
@@ -103,6 +104,7 @@ def _summary_lines(report: SearchReport) -> list[str]:
         f"{report.split['indices_sha256'][:16]}…), never on the test set. The test set was scored only for the "
         f"{len(report.finalists)} finalists, once, after they were chosen.",
     ]
+    lines += teacher_lines(report)
     if report.winner:
         w = report.winner.as_dict()
         lines.append(
@@ -115,6 +117,24 @@ def _summary_lines(report: SearchReport) -> list[str]:
             f"{'fits' if w['fits'] else 'does NOT fit'} {t.name}.")
         if w["c"]:
             lines.append(c_runtime_line(w["c"], t.core))
+    return lines
+
+
+def teacher_lines(report: SearchReport) -> list[str]:
+    """Which teacher the trials and the finalists learned from, on what data, and how good it was."""
+    if report.settings.teacher == "none":
+        return []
+    lines = [f"Teacher: a {report.settings.teacher} (denselab.training.teacher), used only while training: each "
+             f"student learned from the labels and its softened outputs; only the student is exported."]
+    finalist = next((f.teacher for f in report.finalists if f.teacher), None)
+    for role, teacher in (("trials", report.teacher), ("finalists", finalist)):
+        if teacher:
+            lines.append(
+                f"The {role}' teacher (run {teacher['run_id']}, seed {teacher['seed']}, {teacher['epochs']} epochs) "
+                f"trained on {teacher['train_examples']:,} training images in {teacher['train_seconds'] / 60:.1f} min; "
+                f"its {teacher['scored_on']} accuracy: {teacher['accuracy']:.4f}"
+                + (" (no validation image reached it)." if role == "trials" else
+                   " (scored after the finalists were chosen)."))
     return lines
 
 

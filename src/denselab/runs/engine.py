@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from denselab.data.dataset import Dataset
 from denselab.deploy.figures import deployment_figures
 from denselab.model.run_dir import save_model
@@ -30,6 +32,9 @@ from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.store import RunKey, RunStore
 from denselab.study.file import Variant
 from denselab.training.fit import train_seeds
+from denselab.training.teacher import FILTERS, teacher_of, train_teacher_runs
+
+TEACHERS_GROUP = "teachers"  # the store's study of every teacher run, shared by the studies and searches using it
 
 # A run's cost per epoch, for the time-left estimate: proportional to the model's
 # multiply-accumulates plus a fixed per-batch overhead worth this many MACs.
@@ -45,6 +50,14 @@ class RunRequest:
     seed: int
     config: dict  # what the store records as the run's configuration
     model_path: Path
+    teacher: "RunRequest | None" = None  # the teacher run it distills from (denselab.training.teacher)
+
+    @property
+    def data_key(self) -> str:
+        """Which of the session's datasets the run trains on: its dataset, with its teacher's logits if it has one."""
+        if self.teacher is None:
+            return self.variant.dataset
+        return f"{self.variant.dataset}+{self.teacher.key.variant}-{self.teacher.key.config_hash}-{self.teacher.seed}"
 
     @property
     def weight(self) -> float:
@@ -95,18 +108,53 @@ def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, 
     requests = []
     for variant, seed in pairs:
         dataset = datasets[variant.dataset]
-        combined = hashlib.sha256(f"{variant.config_hash()}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:16]
-        key = RunKey(group, variant.name, combined, seed)
-        config = {
-            "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
-            "dataset_source": dataset.source, "train_examples": len(dataset.train_labels),
-            "test_examples": len(dataset.test_labels), "scored_on": dataset.scored_on,
-            "hidden_units": list(variant.spec.hidden_units),
-            "activation": variant.spec.activation, **asdict(variant.config), "seed": seed,
-        }
-        model_path = Path(models_dir) / group / variant.name / f"seed{seed}-{combined}.keras"
-        requests.append(RunRequest(key, variant, seed, config, model_path))
+        teacher_request = plan_teacher(variant.config, dataset, models_dir)
+        request = _planned(group, variant, seed, dataset, models_dir, {
+            "hidden_units": list(variant.spec.hidden_units), "activation": variant.spec.activation,
+            **asdict(variant.config)})
+        requests.append(replace(request, teacher=teacher_request))
     return requests
+
+
+def _planned(group: str, variant, seed: int, dataset: Dataset, models_dir: Path, settings: dict) -> RunRequest:
+    combined = hashlib.sha256(f"{variant.config_hash()}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:16]
+    config = {
+        "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
+        "dataset_source": dataset.source, "train_examples": len(dataset.train_labels),
+        "test_examples": len(dataset.test_labels), "scored_on": dataset.scored_on, **settings, "seed": seed,
+    }
+    model_path = Path(models_dir) / group / variant.name / f"seed{seed}-{combined}.keras"
+    return RunRequest(RunKey(group, variant.name, combined, seed), variant, seed, config, model_path)
+
+
+def plan_teacher(config, dataset: Dataset, models_dir: Path) -> RunRequest | None:
+    """The teacher run a student's TrainConfig asks for, on `dataset`'s training images; None without one.
+
+    There is one per (teacher, its epochs, its seed, data), whichever study or search asks for it.
+    """
+    teacher = teacher_of(config, dataset.name)
+    if teacher is None:
+        return None
+    return _planned(TEACHERS_GROUP, teacher, config.teacher_seed, dataset, models_dir,
+                    {"teacher": teacher.kind, "filters": list(FILTERS), **asdict(teacher.config)})
+
+
+def teacher_summary(store: RunStore, teacher: RunRequest | None) -> dict | None:
+    """What a report says of a teacher run: its kind, data, accuracy on the split it was scored on, time."""
+    run = teacher and store.finished(teacher.key)
+    if not run:
+        return None
+    config = run["config"]
+    return {"teacher": config["teacher"], "epochs": config["epochs"], "seed": run["seed"], "run_id": run["id"],
+            "train_examples": config["train_examples"], "scored_on": config["scored_on"],
+            "accuracy": run["test_accuracy"], "train_seconds": run["train_seconds"],
+            "seconds_per_epoch": run["seconds_per_epoch"], "model_path": run["model_path"]}
+
+
+def artifact_path(model_path: Path, name: str) -> Path:
+    """Where a run's file `name` (a teacher's "logits.npy") lies, beside its model."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.{name}")
 
 
 def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress=None) -> list[dict]:
@@ -149,15 +197,16 @@ def execute(requests: list[RunRequest], store: RunStore, datasets: dict[str, Dat
         The finished runs in plan order, and counts of trained, reused and failed runs.
     """
     pending = [request for request in requests if store.finished(request.key) is None]
+    datasets, pending, failed = _with_teachers(pending, store, datasets, executor, on_progress)
     tracker = _Tracker(requests, {request.key for request in pending}, on_progress)
-    trained, failed, in_flight = 0, [], {}
+    trained, in_flight = 0, {}
     with executor.session(datasets) as session:
         groups = deque(_groups(pending) if session.groups_seeds else [[request] for request in pending])
         while groups or in_flight:
             while groups and len(in_flight) < session.capacity:
                 group = groups.popleft()
                 run_ids = [store.start_run(request.key, request.config) for request in group]
-                token = session.submit(task, group[0].variant, [request.seed for request in group],
+                token = session.submit(task, group[0].variant, group[0].data_key, [request.seed for request in group],
                                        [tracker.within(request) for request in group])
                 in_flight[token] = (run_ids, group)
             token, results, error = session.next_done()
@@ -169,12 +218,43 @@ def execute(requests: list[RunRequest], store: RunStore, datasets: dict[str, Dat
                 else:
                     result = results[position]
                     prepare_output_dir(request.model_path.parent)
+                    for name, data in result.pop("artifacts", {}).items():  # before the model: it marks them done
+                        write_bytes_atomically(artifact_path(request.model_path, name), data)
                     write_bytes_atomically(request.model_path, result.pop("model_bytes"))
                     store.finish_run(run_id, {**result, "model_path": str(request.model_path)})
                     trained += 1
                 tracker.finished(request, failed=error is not None)
     runs = [store.finished(request.key) for request in requests]
     return Outcome([run for run in runs if run is not None], trained, tracker.reused, failed)
+
+
+def _with_teachers(pending: list[RunRequest], store: RunStore, datasets: dict[str, Dataset], executor,
+                   on_progress) -> tuple[dict[str, Dataset], list[RunRequest], list[dict]]:
+    """Train the teachers the pending runs need, once each, and attach their logits to the data.
+
+    Returns the datasets with one entry per (dataset, teacher) besides the plain ones, the runs
+    that can go ahead, and those stored as failed because their teacher failed.
+    """
+    teachers = list({request.teacher.key: request.teacher for request in pending if request.teacher}.values())
+    if not teachers:
+        return datasets, pending, []
+    execute(teachers, store, datasets, executor, on_progress, task=train_teacher_runs)
+    datasets, ready, failed = dict(datasets), [], []
+    for request in pending:
+        teacher = request.teacher and store.finished(request.teacher.key)
+        if request.teacher is None:
+            ready.append(request)
+        elif teacher is None:
+            run_id = store.start_run(request.key, request.config)
+            store.fail_run(run_id, f"RuntimeError: its teacher {request.teacher.key.variant} (seed "
+                                   f"{request.teacher.seed}) failed to train; see `denselab runs list`")
+            failed.append(store.run(run_id))
+        else:
+            if request.data_key not in datasets:
+                logits = np.load(artifact_path(Path(teacher["model_path"]), "logits.npy"))
+                datasets[request.data_key] = replace(datasets[request.variant.dataset], teacher_logits=logits)
+            ready.append(request)
+    return datasets, ready, failed
 
 
 def _groups(requests: list[RunRequest]) -> list[list[RunRequest]]:

@@ -2,7 +2,8 @@
 
 Every executor offers the same session to the engine: `capacity` (how many tasks it takes
 at a time), `groups_seeds` (whether a variant's seeds should share one task),
-`submit(task, variant, seeds, on_progress)` returning a token, and `next_done()` returning
+`submit(task, variant, data_key, seeds, on_progress)` returning a token (`data_key` names
+one of the session's datasets: RunRequest.data_key), and `next_done()` returning
 (token, results, error) for the next task that ended, with one result per seed and the
 error as text ("Type: message", then details) or None.
 
@@ -59,10 +60,10 @@ class _InProcessSession:
     def __init__(self, datasets):
         self.datasets, self.done, self.count = datasets, deque(), 0
 
-    def submit(self, task, variant, seeds, on_progress) -> int:
+    def submit(self, task, variant, data_key, seeds, on_progress) -> int:
         self.count += 1
         try:
-            self.done.append((self.count, task(variant, self.datasets[variant.dataset], seeds, on_progress), None))
+            self.done.append((self.count, task(variant, self.datasets[data_key], seeds, on_progress), None))
         except Exception as error:  # noqa: BLE001 - one broken run must not end the others
             self.done.append((self.count, None, describe_error(error)))
         return self.count
@@ -217,8 +218,8 @@ class _RaySession:
         )
         self.running = []
 
-    def submit(self, task, variant, seeds, on_progress):
-        reference = self.remote.remote(task, variant, self.dataset_refs[variant.dataset], seeds)
+    def submit(self, task, variant, data_key, seeds, on_progress):
+        reference = self.remote.remote(task, variant, self.dataset_refs[data_key], seeds)
         self.running.append(reference)
         return reference
 

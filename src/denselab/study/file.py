@@ -41,6 +41,12 @@ SETTING_TYPES = {
     "schedule": str,
     "augment": str,
     "standardize": bool,
+    # Knowledge distillation from a teacher used only while training (denselab.training.teacher).
+    "teacher": str,
+    "teacher_epochs": int,
+    "teacher_seed": int,
+    "distill_temperature": float,
+    "distill_weight": float,
 }
 VARIANT_KEYS = {"name", "reason"} | set(SETTING_TYPES)
 DEFAULT_SEEDS = 3  # the fewest that give a standard deviation worth reading

@@ -18,6 +18,8 @@ TRAINING_REVISION = 3
 MAX_SEED = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("none", "flip", "shift", "shift+flip")
+TEACHERS = ("none", "cnn")  # "cnn": denselab.training.teacher, used only while training
+MAX_TEACHER_EPOCHS = 1000  # each is an epoch of a CNN over the whole training set
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,16 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over all epochs
     augment: str = "none"  # "flip", "shift" (±2 px) or "shift+flip", on training images only
     standardize: bool = False  # train on (x - mean) / std of the training inputs, folded in after
+    # Knowledge distillation (Hinton, Vinyals & Dean 2015): the loss is
+    # (1 - distill_weight) * CE(labels) + distill_weight * T^2 * KL(teacher_T || student_T) at
+    # T = distill_temperature, with the teacher's outputs on the same training images. The
+    # teacher (denselab.training.teacher) trains once per data, teacher_epochs and teacher_seed
+    # and is never exported. T = 4 and weight 0.7 are the issue's probe's best (docs/benchmarks.md).
+    teacher: str = "none"
+    teacher_epochs: int = 15
+    teacher_seed: int = 0
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "min_epochs", "steps_per_execution"):
@@ -67,6 +79,22 @@ class TrainConfig:
             raise BadInput(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTATIONS:
             raise BadInput(f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        self._check_distillation()
+
+    def _check_distillation(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise BadInput(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHERS)}")
+        if (isinstance(self.teacher_epochs, bool) or not isinstance(self.teacher_epochs, int)
+                or not 1 <= self.teacher_epochs <= MAX_TEACHER_EPOCHS):
+            raise BadInput(f"teacher-epochs must be an integer from 1 to {MAX_TEACHER_EPOCHS}, "
+                           f"got {self.teacher_epochs!r}")
+        if isinstance(self.teacher_seed, bool) or not isinstance(self.teacher_seed, int) \
+                or not 0 <= self.teacher_seed <= MAX_SEED:
+            raise BadInput(f"teacher-seed must be an integer from 0 to {MAX_SEED}, got {self.teacher_seed!r}")
+        if not 0 < self.distill_temperature <= 100:
+            raise BadInput(f"distill-temperature must be in (0, 100], got {self.distill_temperature!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise BadInput(f"distill-weight must be in [0, 1], got {self.distill_weight!r}")
 
     def recipe_settings(self) -> dict:
         """The training-only choices that differ from the exercise's plain training."""
@@ -78,5 +106,5 @@ class TrainConfig:
 
 
 RECIPE_FIELDS = ("dropout_input", "dropout_hidden", "weight_decay", "label_smoothing", "schedule", "augment",
-                 "standardize")
+                 "standardize", "teacher", "teacher_epochs", "teacher_seed", "distill_temperature", "distill_weight")
 RECIPE_DEFAULTS = {name: TrainConfig.__dataclass_fields__[name].default for name in RECIPE_FIELDS}

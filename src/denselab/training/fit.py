@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from denselab.data.dataset import NUM_CLASSES, Dataset, normalize
+from denselab.errors import BadInput
 from denselab.model.evaluate import Evaluation, evaluate_model
 from denselab.model.predict import DensePredictor
 from denselab.model.run_dir import write_run_dir
@@ -146,9 +147,24 @@ def train_seeds(
         together = len(members) > 1 and loop.grouping_pays(grouping_macs or spec.macs())
     execution = loop.Execution.of(together, len(members), jax.default_backend())
     divisor = 255.0 if config.normalization == "scale" else 1.0
-    loop.fit(members, dataset.train_images, dataset.train_labels, config, divisor, together)
+    loop.fit(members, dataset.train_images, dataset.train_labels, config, divisor, together,
+             teacher_logits=_teacher_logits(config, dataset))
     return [_finished(spec, dataset, member_config, model, member.optimizer, member.history_, mean, std, execution)
             for member_config, model, member in zip(configs, models, members)]
+
+
+def _teacher_logits(config: TrainConfig, dataset: Dataset):
+    """The teacher's logits on the training images: those the run engine attached, else trained here, unstored."""
+    if config.teacher == "none":
+        return None
+    if dataset.teacher_logits is not None:
+        if len(dataset.teacher_logits) != len(dataset.train_labels):
+            raise ValueError(f"the teacher's logits cover {len(dataset.teacher_logits)} images, "
+                             f"not the {len(dataset.train_labels)} training images")
+        return dataset.teacher_logits
+    from denselab.training.teacher import teacher_of, train_teacher
+
+    return train_teacher(teacher_of(config, dataset.name), dataset, config.teacher_seed).logits
 
 
 def _finished(spec, dataset, config, model, optimizer, history, mean, std, execution) -> TrainingRun:
@@ -166,6 +182,8 @@ def _finished(spec, dataset, config, model, optimizer, history, mean, std, execu
 
 def _train_with_keras_fit(spec, dataset, config, on_progress) -> TrainingRun:
     """Training on a backend other than JAX: Keras's fit on the recipe's training model."""
+    if config.teacher != "none":
+        raise BadInput(f"a teacher trains in denselab's JAX loop; set KERAS_BACKEND=jax, not {_keras_backend()}")
     seed_everything(config.seed)
     model = build_model(spec, config.learning_rate, config.steps_per_execution)
     train_inputs = normalize(dataset.train_images, config.normalization)

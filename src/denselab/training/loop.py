@@ -128,7 +128,7 @@ def chunking(steps: int, steps_per_execution: int) -> tuple[int, int]:
 
 
 def fit(members: list[Member], images: np.ndarray, labels: np.ndarray, config, divisor: float,
-        together: bool) -> None:
+        together: bool, teacher_logits: np.ndarray | None = None) -> None:
     """Train `members` (same architecture and recipe, their own seeds) for `config.epochs`.
 
     Args:
@@ -139,6 +139,9 @@ def fit(members: list[Member], images: np.ndarray, labels: np.ndarray, config, d
         config: the TrainConfig that all members share, apart from the seed.
         together: train all members side by side in one vmapped program; otherwise one
             after another, through the same compiled program.
+        teacher_logits: a teacher's logits for each training image (N x 10), to distill
+            from with `config.distill_temperature` and `config.distill_weight`; None trains on
+            the labels alone.
 
     Each member's weights, its layers' random-generator states and its optimizer's
     variables are written back into its Keras objects; its per-epoch records are in
@@ -150,11 +153,15 @@ def fit(members: list[Member], images: np.ndarray, labels: np.ndarray, config, d
 
     # Traced once with the first member's Keras objects: the stateless calls read only their
     # structure, and every member brings its own values.
-    step = _single_step(members[0].trainer, members[0].optimizer, config.label_smoothing, divisor)
+    distillation = None if teacher_logits is None else (config.distill_temperature, config.distill_weight)
+    step = _single_step(members[0].trainer, members[0].optimizer, config.label_smoothing, divisor, distillation)
     if together:  # the data is shared; every member has its own state, batches and stop flag
         step = jax.vmap(step, in_axes=(0, None, None, 0, 0, 0))
     run_chunk = jax.jit(_chunk(step))
-    data = (jnp.asarray(images), jnp.asarray(labels.astype(np.int32)))
+    # The targets travel as one tree: the labels, and the teacher's logits when there is one.
+    targets = (jnp.asarray(labels.astype(np.int32)),
+               None if teacher_logits is None else jnp.asarray(teacher_logits, jnp.float32))
+    data = (jnp.asarray(images), targets)
     for group in [members] if together else [[member] for member in members]:
         _fit_group(group, run_chunk, data, config, together)
 
@@ -165,7 +172,7 @@ def _fit_group(members: list[Member], run_chunk, data, config, together: bool) -
     import jax.numpy as jnp
 
     state = _stack([_state_of(member) for member in members]) if together else _state_of(members[0])
-    examples = len(data[1])
+    examples = len(data[1][0])
     rngs = [np.random.default_rng(member.seed) for member in members]
     steps = -(-examples // config.batch_size)
     chunks, chunk_steps = chunking(steps, config.steps_per_execution)
@@ -246,8 +253,14 @@ def _report(members, training, epoch: int, done: int, steps: int, record: dict) 
             member.on_progress(epoch, done, steps, record)
 
 
-def _single_step(trainer, optimizer, label_smoothing: float, divisor: float):
+def _single_step(trainer, optimizer, label_smoothing: float, divisor: float,
+                 distillation: tuple[float, float] | None = None):
     """One member's training step: (state, data, batch indices, weights, keep) -> (state, (loss sum, correct)).
+
+    With `distillation` (temperature T, weight a), each example's loss is (1 - a) times the
+    cross-entropy with the labels plus a * T^2 * KL(teacher_T || student_T), the softened
+    distributions at T; T^2 keeps the soft term's gradients at the scale of the hard
+    term's as T changes (Hinton, Vinyals & Dean 2015). At a = 0 it is the plain loss.
 
     The training data are arguments, not constants of the program: a closed-over array
     would be embedded in the compiled program, which made compilation 4x slower (measured)
@@ -257,13 +270,20 @@ def _single_step(trainer, optimizer, label_smoothing: float, divisor: float):
     import jax.numpy as jnp
     import keras
 
-    def batch_loss(trainable, non_trainable, images, labels, weights):
+    def batch_loss(trainable, non_trainable, images, targets, weights):
+        labels, teacher_logits = targets
         logits, non_trainable = trainer.stateless_call(trainable, non_trainable, images, training=True)
         if label_smoothing > 0:
             per_example = keras.losses.categorical_crossentropy(
                 jax.nn.one_hot(labels, NUM_CLASSES), logits, from_logits=True, label_smoothing=label_smoothing)
         else:
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        if distillation is not None:
+            temperature, weight = distillation
+            teacher_log_p = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
+            student_log_p = jax.nn.log_softmax(logits / temperature, axis=-1)
+            divergence = jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+            per_example = (1 - weight) * per_example + weight * temperature ** 2 * divergence
         loss_sum = jnp.sum(per_example * weights)
         correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) * weights)
         # The mean over the batch's real examples: a partial last batch is averaged over its own size.
@@ -274,8 +294,9 @@ def _single_step(trainer, optimizer, label_smoothing: float, divisor: float):
         images = inputs[indices].astype(jnp.float32)
         if divisor != 1:
             images = images / np.float32(divisor)
+        batch_targets = jax.tree.map(lambda values: values[indices], targets)
         (_, (new_non_trainable, loss_sum, correct)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-            trainable, non_trainable, images, targets[indices], weights)
+            trainable, non_trainable, images, batch_targets, weights)
         new_trainable, new_optimizer = optimizer.stateless_apply(optimizer_values, grads, trainable)
         new_state = (new_trainable, new_non_trainable, new_optimizer)
         if keep is not None:  # grouped: a member that has stopped keeps its state
