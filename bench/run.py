@@ -7,7 +7,9 @@ three runtimes on each Arm core, emulated (bench/runtimes.py: denselab's C runti
 reference kernels, TFLM with CMSIS-NN; the C runtime and CMSIS-NN's kernels at -O2 too), and the
 C runtime on the Arduino Uno under simavr where the model fits it. Prints tables of ratios measured in this run and
 writes the raw numbers to reports/bench.json.
-Usage: python bench/run.py [--quick] [--models 20,512x512] [--parts training,runtimes]
+`--parts distillation` (not run by default: about 25 minutes here) times the CNN teacher and
+measures what it gives a student (bench/distillation.py).
+Usage: python bench/run.py [--quick] [--models 20,512x512] [--parts training,runtimes,distillation]
 """
 
 import argparse
@@ -63,11 +65,12 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(name(m) for m in MODELS), help="e.g. 20,512x512")
     parser.add_argument("--seeds", type=int, default=3, help="seeds trained side by side (0: skip that part)")
     parser.add_argument("--out", default="reports/bench.json")
-    parser.add_argument("--parts", default="training,runtimes", help="training, runtimes, or both")
+    parser.add_argument("--parts", default="training,runtimes",
+                        help="training, runtimes and/or distillation (the CNN teacher: about 25 min here)")
     options = parser.parse_args()
     parts = set(options.parts.split(","))
-    if not parts or parts - {"training", "runtimes"}:
-        parser.error(f"--parts takes training and runtimes, got {options.parts!r}")
+    if not parts or parts - {"training", "runtimes", "distillation"}:
+        parser.error(f"--parts takes training, runtimes and distillation, got {options.parts!r}")
     models = [[int(units) for units in model.split("x")] for model in options.models.split(",")]
     epochs = 2 if options.quick else 5
     latency_calls = 100 if options.quick else 1000
@@ -81,10 +84,36 @@ def main() -> None:
         print("three runtimes (and -O2 builds) on each emulated Arm core, and the Uno ...", file=sys.stderr, flush=True)
         results["runtimes"] = run_part("runtimes.py", {"epochs": 1, "images": 100})
         print_runtimes(results["runtimes"])
+    if "distillation" in parts:
+        print("the CNN teacher, then 768 -> 256 with and without it ...", file=sys.stderr, flush=True)
+        settings = {"teacher_epochs": 1, "student_epochs": 2, "seeds": 2} if options.quick else {}
+        results["distillation"] = run_part("distillation.py", settings)
+        print_distillation(results["distillation"])
     out = Path(options.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"raw numbers: {out}")
+
+
+def print_distillation(part: dict) -> None:
+    """The teacher's time and accuracy, and the student's int8 test accuracy with and without it."""
+    import statistics
+
+    teacher, settings = part["teacher"], part["settings"]
+    epochs = teacher["epoch_seconds"]
+    print(f"\nCNN teacher, {teacher['epochs']} epochs on 60,000 images: {teacher['wall_seconds'] / 60:.1f} min "
+          f"({statistics.median(epochs[1:] or epochs):.1f} s/epoch),\ntest accuracy {teacher['test_accuracy']:.4f}")
+    rows = []
+    for side in ("without", "with"):
+        runs = part["students"][side]
+        spread = lambda key: (f"{statistics.fmean(r[key] for r in runs):.4f} ± "  # noqa: E731
+                              f"{statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0:.4f}")
+        rows.append((f"{side} teacher", spread("int8"), spread("float"),
+                     f"{statistics.fmean(r['epoch_seconds'] for r in runs):.2f}"))
+    print(f"768 -> 256, {settings['student_epochs']} epochs, {settings['seeds']} seeds (the same on both sides):")
+    print_columns(("student", "int8 test acc.", "float test acc.", "s/epoch"), rows, left=(0,))
+    without, taught = (statistics.fmean(r["int8"] for r in part["students"][side]) for side in ("without", "with"))
+    print(f"gain from the teacher: {taught - without:+.4f} int8 test accuracy")
 
 
 RUNTIME_NAMES = {"c": "denselab C", "c-O2": "denselab C -O2", "tflm-reference": "TFLM ref.",

@@ -200,6 +200,9 @@ class _Context:
         variants = [(space.variant_of(params, epochs, name, distillation), self.settings.seed)
                     for params, epochs, name in pairs]
         requests = plan_runs(self.name, variants, {self.data.name: self.data}, self.models_dir)
+        teacher = requests[0].teacher if requests else None
+        if teacher is not None and self.store.finished(teacher.key) is None:  # minutes before the first trial
+            self.report("teacher", 0, 1, None)
         execute(requests, self.store, {self.data.name: self.data}, self.executor, task=self.task)
         return [self.store.finished(request.key) for request in requests]
 

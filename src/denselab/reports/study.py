@@ -160,6 +160,15 @@ def boards_note(tflm: dict[str, TFLMRuntime]) -> str:
     )
 
 
+def teacher_note(report: Report, name: str) -> str:
+    """What a variant's list entry adds when it learned from a teacher (denselab.training.teacher)."""
+    config = report.study.variant(name).config
+    if config.teacher == "none":
+        return ""
+    return (f" (learned from a {config.teacher} teacher, {config.teacher_epochs} epochs, seed {config.teacher_seed}, "
+            f"weight {config.distill_weight:g} at T = {config.distill_temperature:g}; the teacher is not exported)")
+
+
 def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
     """The per-variant table, as text cells (mean ± std over seeds)."""
     return [(
@@ -206,7 +215,7 @@ def _markdown(report: Report) -> list[str]:
         lines += [f"- {sentence}" for sentence in finding.sentences()] + [""]
     lines += ["## Variants (mean ± std over seeds)", "", *markdown_table(TABLE_HEADER, summary_rows(report.summaries)),
               "", *[f"{note}." if not note.endswith(".") else note for note in _notes(report)], "",
-              *[f"- **{s.name}**: {s.reason}" for s in report.summaries], "",
+              *[f"- **{s.name}**: {s.reason}{teacher_note(report, s.name)}" for s in report.summaries], "",
               "## Boards", "", *markdown_table(board_header(), board_rows(report)), "", boards_note(report.tflm), ""]
     if report.failed:
         lines += ["## Failed runs", ""] + [f"- {run['variant']} seed {run['seed']}: {run['error'].splitlines()[0]}"
@@ -244,7 +253,8 @@ def _html(report: Report) -> list[str]:
         parts += [f"<li>{e(sentence)}</li>" for sentence in finding.sentences()] + ["</ul>"]
     parts.append("<h2>Variants (mean ± std over seeds)</h2>" + html_table(TABLE_HEADER, summary_rows(report.summaries)))
     parts += [f"<p class='note'>{e(note)}</p>" for note in _notes(report)]
-    parts.append("<ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}</li>" for s in report.summaries) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li><b>{e(s.name)}</b>: {e(s.reason)}{e(teacher_note(report, s.name))}</li>"
+                                    for s in report.summaries) + "</ul>")
     parts.append("<h2>Boards</h2>" + html_table(board_header(), board_rows(report), marks=True)
                  + f"<p class='note'>{e(boards_note(report.tflm))}</p>")
     if report.failed:

@@ -27,6 +27,7 @@ import numpy as np
 
 from denselab.data.dataset import Dataset
 from denselab.deploy.figures import deployment_figures
+from denselab.errors import BadInput
 from denselab.model.run_dir import save_model
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.store import RunKey, RunStore
@@ -136,7 +137,7 @@ def plan_teacher(config, dataset: Dataset, models_dir: Path) -> RunRequest | Non
     if teacher is None:
         return None
     return _planned(TEACHERS_GROUP, teacher, config.teacher_seed, dataset, models_dir,
-                    {"teacher": teacher.kind, "filters": list(FILTERS), **asdict(teacher.config)})
+                    {**asdict(teacher.config), "teacher": teacher.kind, "filters": list(FILTERS)})
 
 
 def teacher_summary(store: RunStore, teacher: RunRequest | None) -> dict | None:
@@ -251,10 +252,19 @@ def _with_teachers(pending: list[RunRequest], store: RunStore, datasets: dict[st
             failed.append(store.run(run_id))
         else:
             if request.data_key not in datasets:
-                logits = np.load(artifact_path(Path(teacher["model_path"]), "logits.npy"))
+                logits = _stored_logits(teacher)
                 datasets[request.data_key] = replace(datasets[request.variant.dataset], teacher_logits=logits)
             ready.append(request)
     return datasets, ready, failed
+
+
+def _stored_logits(teacher: dict) -> np.ndarray:
+    path = artifact_path(Path(teacher["model_path"]), "logits.npy")
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as error:  # the store never rewrites a finished run: say what to do
+        raise BadInput(f"teacher run {teacher['id']}'s logits {path} cannot be read ({type(error).__name__}); "
+                       "restore the file, or use another --db and --models-dir") from None
 
 
 def _groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
