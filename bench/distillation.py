@@ -26,9 +26,9 @@ from denselab.training.teacher import Teacher, train_teacher
 HIDDEN = (768, 256)
 
 
-def student_config(epochs: int, seed: int, teacher: bool) -> TrainConfig:
+def student_config(epochs: int, seed: int, teacher: str | None) -> TrainConfig:
     recipe = {key: value for key, value in PROBE_RECIPE.items() if key != "activation"}
-    return TrainConfig(epochs=epochs, seed=seed, **recipe, **({"teacher": "cnn"} if teacher else {}))
+    return TrainConfig(epochs=epochs, seed=seed, **recipe, **({"teacher": teacher} if teacher else {}))
 
 
 def int8_accuracy(run, dataset) -> float:
@@ -38,20 +38,23 @@ def int8_accuracy(run, dataset) -> float:
 
 
 def main() -> None:
-    settings = {"teacher_epochs": 15, "student_epochs": 60, "seeds": 3, **json.loads(sys.argv[1] if len(sys.argv) > 1
+    settings = {"teacher": "cnn", "teacher_epochs": 15, "student_epochs": 60, "seeds": 3,
+                "sides": ["without", "with"], **json.loads(sys.argv[1] if len(sys.argv) > 1
                                                                                      else "{}")}
     dataset = load_dataset("fashion-mnist", allow_download=False)
     started = time.perf_counter()
-    teacher = train_teacher(Teacher("cnn", settings["teacher_epochs"], dataset.name), dataset, seed=0)
+    teacher = train_teacher(Teacher(settings["teacher"], settings["teacher_epochs"], dataset.name), dataset, seed=0)
     teacher_seconds = time.perf_counter() - started
     taught = replace(dataset, teacher_logits=teacher.logits)
     result = {"settings": settings, "teacher": {
-        "epochs": settings["teacher_epochs"], "test_accuracy": teacher.accuracy, "wall_seconds": teacher_seconds,
+        "kind": settings["teacher"], "epochs": settings["teacher_epochs"], "test_accuracy": teacher.accuracy, "wall_seconds": teacher_seconds,
         "epoch_seconds": [record["seconds"] for record in teacher.history],
         "train_accuracy": teacher.history[-1]["accuracy"]}, "students": {"without": [], "with": []}}
     for seed in range(settings["seeds"]):
         for side, data in (("without", dataset), ("with", taught)):
-            config = student_config(settings["student_epochs"], seed, side == "with")
+            if side not in settings["sides"]:
+                continue
+            config = student_config(settings["student_epochs"], seed, settings["teacher"] if side == "with" else None)
             begun = time.perf_counter()
             run = train(ModelSpec(HIDDEN), data, config)
             result["students"][side].append({

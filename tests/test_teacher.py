@@ -120,36 +120,40 @@ def test_the_reported_loss_is_the_distillation_formula(fashion, smoothing, tempe
 
 # --- the teacher's cost ----------------------------------------------------------------------------
 
-def test_teacher_macs_count_the_model_that_teacher_model_builds():
+@pytest.mark.parametrize("kind, convolutions, dense, expected", [
+    ("cnn", [(28, 28, 9, 32), (28, 28, 9 * 32, 64), (14, 14, 9 * 64, 128)], [(7 * 7 * 128, 256), (256, 10)],
+     30_735_360),  # the probe's teacher
+    ("cnn-small", [(28, 28, 9, 32), (14, 14, 9 * 32, 64)], [(7 * 7 * 64, 256), (256, 10)], 4_643_840),
+])
+def test_teacher_macs_count_the_model_that_teacher_model_builds(kind, convolutions, dense, expected):
     import keras
 
-    from denselab.training.teacher import FILTERS, Teacher, teacher_macs, teacher_model
+    from denselab.training.teacher import Teacher, teacher_macs, teacher_model
 
-    model = teacher_model(0)
-    macs, convolutions, dense = 0, [], []
+    model = teacher_model(0, kind)
+    macs, seen_convolutions, seen_dense = 0, [], []
     for layer in model.layers:
         kernels = [weight for weight in layer.weights if len(weight.shape) == 2]
         if not kernels:
             continue
         [kernel] = kernels
         if isinstance(layer, keras.layers.Dense):
-            dense.append(kernel.shape)
+            seen_dense.append(kernel.shape)
             macs += int(np.prod(kernel.shape))  # one multiply-add per weight
         else:  # a 3x3 convolution as patches times a (9 x channels, filters) matrix, at every output pixel
             _, height, width, _ = layer.output.shape
-            convolutions.append((height, width, *kernel.shape))
+            seen_convolutions.append((height, width, *kernel.shape))
             macs += height * width * int(np.prod(kernel.shape))
-    assert convolutions == [(28, 28, 9 * 1, FILTERS[0]), (14, 14, 9 * FILTERS[0], FILTERS[1])]
-    assert dense == [(7 * 7 * FILTERS[1], 256), (256, NUM_CLASSES)]
+    assert seen_convolutions == convolutions and seen_dense == dense
     assert model.output.shape == (None, NUM_CLASSES)
-    assert teacher_macs() == macs == 4_643_840
-    assert Teacher("cnn", 1, "fashion-mnist").spec.macs() == macs
+    assert teacher_macs(kind) == macs == expected
+    assert Teacher(kind, 1, "fashion-mnist").spec.macs() == macs
 
 
 # --- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, expected", [
-    (("--teacher", "nosuch"), "--teacher 'nosuch' is not a teacher; choose one of none, cnn"),
+    (("--teacher", "nosuch"), "--teacher 'nosuch' is not a teacher; choose one of none, cnn, cnn-small"),
     (("--teacher", "cnn", "--teacher-epochs", "0"), "--teacher-epochs must be an integer from 1 to 1000, got 0"),
 ], ids=["teacher", "teacher-epochs"])
 def test_bad_teacher_options_are_one_line_and_leave_nothing(options, expected, fashion_slice_dir, tmp_path):
@@ -183,7 +187,7 @@ distill_weight = {weight}
 
 
 @pytest.mark.parametrize("teacher, weight, line, expected", [
-    ("nosuch", "0.5", 7, "'teacher': unknown teacher 'nosuch'; choose one of none, cnn"),
+    ("nosuch", "0.5", 7, "'teacher': unknown teacher 'nosuch'; choose one of none, cnn, cnn-small"),
     ("cnn", "2", 20, "'distill_weight': distill-weight must be in [0, 1], got 2"),
 ], ids=["teacher", "distill_weight"])
 def test_bad_teacher_settings_in_a_study_file_name_their_line(teacher, weight, line, expected, fashion_slice_dir,

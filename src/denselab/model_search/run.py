@@ -54,8 +54,8 @@ class SearchSettings:
         check_validation_size(self.validation)
         if self.teacher not in TEACHERS:
             raise BadInput(f"--teacher {self.teacher!r} is not a teacher; choose one of {', '.join(TEACHERS)}")
-        try:
-            TrainConfig(**self.distillation())
+        try:  # --teacher-epochs is checked with or without a teacher, as TrainConfig checks it
+            TrainConfig(teacher=self.teacher, teacher_epochs=self.teacher_epochs)
         except BadInput as error:  # "teacher-epochs must be ...": the option's name
             raise BadInput(f"--{error}") from None
 

@@ -32,8 +32,9 @@ from denselab.model.run_dir import save_model
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.store import RunKey, RunStore
 from denselab.study.file import Variant
+from denselab.training.config import DISTILLATION_FIELDS, TEACHER_BLOCKS
 from denselab.training.fit import train_seeds
-from denselab.training.teacher import FILTERS, teacher_of, train_teacher_runs
+from denselab.training.teacher import teacher_of, train_teacher_runs
 
 TEACHERS_GROUP = "teachers"  # the store's study of every teacher run, shared by the studies and searches using it
 
@@ -137,7 +138,9 @@ def plan_teacher(config, dataset: Dataset, models_dir: Path) -> RunRequest | Non
     if teacher is None:
         return None
     return _planned(TEACHERS_GROUP, teacher, config.teacher_seed, dataset, models_dir,
-                    {**asdict(teacher.config), "teacher": teacher.kind, "filters": list(FILTERS)})
+                    {**{name: value for name, value in asdict(teacher.config).items()
+                        if name not in DISTILLATION_FIELDS}, "teacher": teacher.kind,
+                     "blocks": [list(block) for block in TEACHER_BLOCKS[teacher.kind]]})
 
 
 def teacher_summary(store: RunStore, teacher: RunRequest | None) -> dict | None:

@@ -5,12 +5,13 @@ softened outputs on the same training images (TrainConfig.teacher, denselab.trai
 The teacher's logits on every training image are computed once after it trains, so a
 student's step costs what it costs without a teacher, plus a softmax.
 
-The teacher is a small CNN: conv 3x3 (32) -> pool -> conv 3x3 (64) -> pool -> Dense(256)
--> dropout 0.5 -> Dense(10), trained on horizontally flipped images too, with AdamW and a
-cosine schedule, in denselab's own JAX loop. Its convolutions are written as patches times
-a matrix (`_PatchConv`): XLA's own convolution on this project's 2-core CPU ran a training
-epoch 6.7x slower (38 s against 5.6 s for 6,000 images, measured). The issue's probe used a
-third convolution (128 filters) for 0.9347; it costs about 6x the MACs, too slow for a CPU.
+The teacher is a CNN (config.TEACHER_BLOCKS): "cnn", the issue's probe's, is conv 3x3 (32)
+-> conv 3x3 (64) -> pool -> conv 3x3 (128) -> pool -> Dense(256) -> dropout 0.5 -> Dense(10);
+"cnn-small" is conv (32) -> pool -> conv (64) -> pool -> the same head, a sixth of the MACs.
+Both train on horizontally flipped images too, with AdamW and a cosine schedule, in
+denselab's own JAX loop. Their convolutions are written as patches times a matrix
+(`_patch_conv`): XLA's own convolution on this project's 2-core CPU ran cnn-small's training
+epoch 6.7x slower (38 s against 5.6 s for 6,000 images, measured).
 
 The teacher is a run like any other (`Teacher` stands in for a study variant in the run
 engine): it trains once per (data, epochs, seed), its model and logits are files beside
@@ -27,11 +28,10 @@ import numpy as np
 
 from denselab.data.dataset import IMAGE_SIDE, NUM_CLASSES, Dataset
 from denselab.training import loop
-from denselab.training.config import TrainConfig
+from denselab.training.config import TEACHER_BLOCKS, TrainConfig
 
 # Bump when the teacher or its training changes: teacher runs are keyed on it.
 TEACHER_REVISION = 1
-FILTERS = (32, 64)
 DENSE_UNITS = 256
 DROPOUT = 0.5
 WEIGHT_DECAY = 1e-4
@@ -39,12 +39,14 @@ BATCH_SIZE = 128
 LOGIT_BATCH = 1000  # images per compiled call when the trained teacher labels the training set
 
 
-def teacher_macs() -> int:
-    """Multiply-accumulates of the CNN for one image (the run engine's cost estimate)."""
+def teacher_macs(kind: str) -> int:
+    """Multiply-accumulates of the teacher `kind` for one image (the run engine's cost estimate)."""
     side, channels, macs = IMAGE_SIDE, 1, 0
-    for filters in FILTERS:
-        macs += side * side * 9 * channels * filters
-        side, channels = side // 2, filters
+    for block in TEACHER_BLOCKS[kind]:
+        for filters in block:
+            macs += side * side * 9 * channels * filters
+            channels = filters
+        side //= 2
     return macs + side * side * channels * DENSE_UNITS + DENSE_UNITS * NUM_CLASSES
 
 
@@ -53,7 +55,7 @@ class _TeacherSpec:
     kind: str
 
     def macs(self) -> int:
-        return teacher_macs()
+        return teacher_macs(self.kind)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Teacher:
 
     def config_hash(self) -> str:
         settings = {"kind": self.kind, "dataset": self.dataset, "config": asdict(self.config),
-                    "filters": FILTERS, "dense": DENSE_UNITS, "dropout": DROPOUT, "revision": TEACHER_REVISION}
+                    "blocks": TEACHER_BLOCKS[self.kind], "dense": DENSE_UNITS, "dropout": DROPOUT, "revision": TEACHER_REVISION}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -127,16 +129,18 @@ def _max_pool(inputs):
     return ops.max(ops.reshape(inputs, (-1, height // 2, 2, width // 2, 2, channels)), axis=(2, 4))
 
 
-def teacher_model(seed: int):
-    """The CNN, ending in logits; flips and dropout act only in training."""
+def teacher_model(seed: int, kind: str = "cnn"):
+    """The CNN `kind` (TEACHER_BLOCKS), ending in logits; flips and dropout act only in training."""
     import keras
 
     patch_conv = _patch_conv()
     inputs = keras.Input(shape=(IMAGE_SIDE, IMAGE_SIDE))
     x = keras.layers.Reshape((IMAGE_SIDE, IMAGE_SIDE, 1))(inputs)
     x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
-    for filters in FILTERS:
-        x = keras.layers.Lambda(_max_pool)(patch_conv(filters)(x))
+    for block in TEACHER_BLOCKS[kind]:
+        for filters in block:
+            x = patch_conv(filters)(x)
+        x = keras.layers.Lambda(_max_pool)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(DENSE_UNITS, activation="relu")(x)
     x = keras.layers.Dropout(DROPOUT, seed=seed)(x)
@@ -161,7 +165,7 @@ def train_teacher(teacher: Teacher, dataset: Dataset, seed: int, on_progress=Non
     cache_compiled_programs()
     seed_everything(seed)
     config = TrainConfig(**{**asdict(teacher.config), "seed": seed})
-    model = teacher_model(seed)
+    model = teacher_model(seed, teacher.kind)
     optimizer = build_optimizer(config, -(-len(dataset.train_labels) // config.batch_size))
     optimizer.build(model.trainable_variables)
     member = loop.Member(model, optimizer, seed, on_progress)
