@@ -302,9 +302,9 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
     assert students and all(json.loads(run["config"])["teacher"] == "cnn" for run in students)
     report = (root / "report" / "report.md").read_text()
     assert "Teacher: a cnn (denselab.training.teacher), used only while training" in report
-    assert (f"The trials' teacher (run {trials['id']}, seed 0, 1 epochs) trained on 5,000 training images" in report
+    assert (f"The trials' teacher (run {trials['id']}, seed 0, 1 epoch) trained on 5,000 training images" in report
             and f"its validation accuracy: {trials['test_accuracy']:.4f} (no validation image reached it)" in report)
-    assert (f"The finalists' teacher (run {final['id']}, seed 0, 1 epochs) trained on 6,000 training images" in report
+    assert (f"The finalists' teacher (run {final['id']}, seed 0, 1 epoch) trained on 6,000 training images" in report
             and f"its test accuracy: {final['test_accuracy']:.4f}" in report)
     from denselab.study.file import load_study
 

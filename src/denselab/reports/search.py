@@ -130,7 +130,8 @@ def teacher_lines(report: SearchReport) -> list[str]:
     for role, teacher in (("trials", report.teacher), ("finalists", finalist)):
         if teacher:
             lines.append(
-                f"The {role}' teacher (run {teacher['run_id']}, seed {teacher['seed']}, {teacher['epochs']} epochs) "
+                f"The {role}' teacher (run {teacher['run_id']}, seed {teacher['seed']}, {teacher['epochs']} "
+                f"epoch{'s' if teacher['epochs'] != 1 else ''}) "
                 f"trained on {teacher['train_examples']:,} training images in {teacher['train_seconds'] / 60:.1f} min; "
                 f"its {teacher['scored_on']} accuracy: {teacher['accuracy']:.4f}"
                 + (" (no validation image reached it)." if role == "trials" else

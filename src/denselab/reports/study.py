@@ -165,8 +165,10 @@ def teacher_note(report: Report, name: str) -> str:
     config = report.study.variant(name).config
     if config.teacher == "none":
         return ""
-    return (f" (learned from a {config.teacher} teacher, {config.teacher_epochs} epochs, seed {config.teacher_seed}, "
-            f"weight {config.distill_weight:g} at T = {config.distill_temperature:g}; the teacher is not exported)")
+    epochs = f"{config.teacher_epochs} epoch{'s' if config.teacher_epochs != 1 else ''}"
+    return (f" (learned from a {config.teacher} teacher of {epochs}, seed {config.teacher_seed}, weight "
+            f"{config.distill_weight:g} at T = {config.distill_temperature:g}; the teacher is not exported, and its "
+            "own training, once for all seeds, is not in this variant's times: see `denselab runs list`)")
 
 
 def summary_rows(summaries: list[VariantSummary]) -> list[tuple[str, ...]]:
