@@ -52,6 +52,8 @@ SH_BLOCKS = {
         "the Ray cluster fixture (tests/conftest.py) takes these steps; test_ray_steps_are_the_fixtures",
     "denselab search --target nano33ble                 # a board of boards.toml":
         "tests/test_search.py runs the search on a board and on --flash/--ram budgets, on a slice",
+    "denselab search --target nano33ble --teacher cnn --epochs-max 120":
+        "tests/test_teacher.py runs a search with --teacher cnn end to end on a slice, locally and on Ray",
     "pip install denselab                 # train, evaluate, predict":
         "tests/test_extras.py: the extras of pyproject.toml, and the core with none of them installed",
     "denselab export runs/exercise/model.keras --runtime c --arduino --out export-c":
