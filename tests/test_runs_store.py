@@ -27,6 +27,24 @@ def test_start_finish_and_read_back(tmp_path):
         assert connection.execute("SELECT count(*) FROM runs WHERE status='finished'").fetchone() == (1,)
 
 
+def test_a_result_without_scores_stores_null_and_one_without_its_figures_is_refused(tmp_path):
+    # A teacher run (denselab.training.teacher) has no loss or per-class figures.
+    scores = ("test_loss", "per_class_accuracy", "confusion_matrix")
+    teacher = {column: value for column, value in RESULT.items() if column not in scores}
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.start_run(RunKey("teachers", "cnn-e1", "abc", 0), {})
+        store.finish_run(run_id, teacher)
+        stored = store.run(run_id)
+        with pytest.raises(KeyError, match="train_accuracy"):
+            store.finish_run(store.start_run(RunKey("s", "v", "abc", 0), {}),
+                             {column: value for column, value in RESULT.items() if column != "train_accuracy"})
+    assert stored["status"] == "finished" and stored["test_accuracy"] == 0.75
+    assert [stored[column] for column in scores] == [None, None, None]
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:  # NULL, not the JSON text "null"
+        assert connection.execute("SELECT test_loss, per_class_accuracy FROM runs WHERE id=?", (run_id,)
+                                  ).fetchone() == (None, None)
+
+
 def test_unfinished_attempt_is_replaced_not_duplicated(tmp_path):
     key = RunKey("s", "v", "abc", 0)
     with RunStore(tmp_path / "runs.sqlite") as store:

@@ -57,6 +57,9 @@ RESULT_COLUMNS = (
     "params", "epochs_run", "seconds_per_epoch", "train_seconds", "train_accuracy", "test_accuracy",
     "test_loss", "history", "per_class_accuracy", "confusion_matrix", "model_path", "keras_backend",
 )
+# Result columns a run may leave out, which then stay NULL: a teacher run (denselab.training.teacher)
+# has no loss or per-class figures.
+NULLABLE_RESULT_COLUMNS = ("test_loss", "per_class_accuracy", "confusion_matrix")
 # A run's deployment figures: its int8 .tflite size and accuracy (on the split the run is
 # scored on: the test set, or a search's validation split), the smallest TFLM arena, its ops
 # and the boards it fits, measured once when the run finishes. Schema 1 had no such columns;
@@ -137,8 +140,9 @@ class RunStore:
             return cursor.lastrowid
 
     def finish_run(self, run_id: int, result: dict) -> None:
-        """Store a finished run's results, all at once (deployment figures and execution where the result has them)."""
-        columns = RESULT_COLUMNS + tuple(column for column in OPTIONAL_COLUMNS if column in result)
+        """Store a finished run's results, all at once (deployment figures, execution, scores: where it has them)."""
+        columns = tuple(column for column in (*RESULT_COLUMNS, *OPTIONAL_COLUMNS)
+                        if column in result or column in RESULT_COLUMNS and column not in NULLABLE_RESULT_COLUMNS)
         values = [json.dumps(result[c]) if c in JSON_COLUMNS else result[c] for c in columns]
         with self._transaction():
             self.connection.execute(

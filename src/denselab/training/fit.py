@@ -5,7 +5,6 @@ A run saves itself as a run folder (denselab.model.run_dir).
 
 import os
 import random
-import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -61,9 +60,8 @@ class TrainingRun:
 
     @property
     def seconds_per_epoch(self) -> float:
-        """Median epoch time, leaving out the first epoch (it includes compilation) when others ran."""
-        seconds = [record["seconds"] for record in self.history]
-        return statistics.median(seconds[1:] or seconds)
+        """Median epoch time, the first epoch (with compilation) left out (loop.median_epoch_seconds)."""
+        return loop.median_epoch_seconds(self.history)
 
     def summary(self) -> dict:
         """What `denselab train --json` prints and metrics.json holds."""

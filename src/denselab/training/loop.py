@@ -111,6 +111,12 @@ def epoch_seconds(seconds: float, seeds_in_program: int) -> dict:
     return {"seconds": seconds / seeds_in_program, "group_seconds": seconds}
 
 
+def median_epoch_seconds(history: list[dict]) -> float:
+    """A run's time per epoch: the median, leaving out the first epoch (it includes compilation) when others ran."""
+    seconds = [record["seconds"] for record in history]
+    return float(np.median(seconds[1:] or seconds))
+
+
 def batch_plan(examples: int, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's shuffled batches: indices (steps, batch_size) and weights, 0 for padding."""
     steps = -(-examples // batch_size)

@@ -13,8 +13,8 @@ denselab's own JAX loop. Their convolutions are written as patches times a matri
 (`_patch_conv`): XLA's own convolution on this project's 2-core CPU ran cnn-small's training
 epoch 6.7x slower (38 s against 5.6 s for 6,000 images, measured).
 
-The teacher is a run like any other (`Teacher` stands in for a study variant in the run
-engine): it trains once per (data, epochs, seed), its model and logits are files beside
+The teacher is a run like any other (`Teacher` is a runs.engine.Trainable, as a study variant
+is): it trains once per (data, epochs, seed), its model and logits are files beside
 the students' models, and the run store keeps its accuracy on the split it was scored on.
 """
 
@@ -60,7 +60,7 @@ class _TeacherSpec:
 
 @dataclass(frozen=True)
 class Teacher:
-    """A teacher run to do, in the shape of a study variant for the run engine (denselab.runs.engine)."""
+    """A teacher run to do: what the run engine trains (denselab.runs.engine.Trainable), as it does a study variant."""
 
     kind: str
     epochs: int
@@ -171,8 +171,8 @@ def train_teacher(teacher: Teacher, dataset: Dataset, seed: int, on_progress=Non
     member = loop.Member(model, optimizer, seed, on_progress)
     loop.fit([member], dataset.train_images, dataset.train_labels, config, 255.0, together=False)
     logits = teacher_logits(model, dataset.train_images)
-    held = teacher_logits(model, dataset.test_images) if len(dataset.test_labels) else np.zeros((0, NUM_CLASSES))
-    accuracy = float((held.argmax(axis=1) == dataset.test_labels).mean()) if len(held) else float("nan")
+    scored = teacher_logits(model, dataset.test_images).argmax(axis=1)  # the split it is scored on
+    accuracy = float((scored == dataset.test_labels).mean())
     return TrainedTeacher(model, logits, member.history_, accuracy, loop.Execution.of(False, 1, jax.default_backend()))
 
 
@@ -209,13 +209,11 @@ def train_teacher_runs(teacher: Teacher, dataset: Dataset, seeds: list[int], on_
             np.save(logits_path, trained.logits)
             logits_bytes = logits_path.read_bytes()
         history = trained.history
-        results.append({
+        results.append({  # the store's result columns; a teacher has no loss or per-class figures
             "params": int(sum(np.prod(variable.shape) for variable in trained.model.trainable_variables)),
             "epochs_run": len(history), "train_seconds": sum(record["seconds"] for record in history),
-            "seconds_per_epoch": float(np.median([record["seconds"] for record in history[1:] or history])),
-            "execution": asdict(trained.execution), "train_accuracy": history[-1]["accuracy"],
-            "test_accuracy": trained.accuracy, "test_loss": None, "per_class_accuracy": None,
-            "confusion_matrix": None, "history": history, "keras_backend": "jax",
-            "model_bytes": model_bytes, "artifacts": {"logits.npy": logits_bytes},
+            "seconds_per_epoch": loop.median_epoch_seconds(history), "execution": asdict(trained.execution),
+            "train_accuracy": history[-1]["accuracy"], "test_accuracy": trained.accuracy, "history": history,
+            "keras_backend": "jax", "model_bytes": model_bytes, "artifacts": {"logits.npy": logits_bytes},
         })
     return results
