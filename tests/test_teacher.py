@@ -9,18 +9,23 @@ What this file proves:
 - `denselab search --teacher cnn` trains exactly two teachers, once each: the trials' on the
   trial split (scored on the validation split) and the finalists' on all training images
   (scored on the test set), with their models and logits on disk, and says so in search.json,
-  the report and the winner's study file; a rerun trains nothing; a search killed with SIGKILL
+  the report and the winner's study file; a rerun trains nothing, and its report says both
+  teachers were reused; a search killed with SIGKILL
   while its teacher trains resumes to the same two teachers;
 - on a real two-node Ray cluster on loopback the teachers are trained once, not once per worker;
 - instrumented in this process: the trials' teacher is given exactly the trial split (no
   validation image), it trains before every trial, the test set is loaded once, after every
   trial, and only then does the finalists' teacher train; each student is given its teacher's logits;
+- the engine's hand-over: a finished teacher run whose logits file is gone is a one-line
+  error before any student starts, and the engine's task refuses a distilled student
+  given no logits, rather than training a teacher no store holds;
 - bad teacher settings on the command line and in study files are one-line errors that write
   nothing, and a study file with a teacher reads back to the same config;
 - teacher_macs() is the count of the Keras model that teacher_model builds.
 """
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -65,6 +70,20 @@ def test_a_teacher_at_weight_0_trains_what_no_teacher_trains(fashion):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     taught = final_weights(spec, replace(small, teacher_logits=logits_a), replace(weight_0, distill_weight=0.7))
     assert max(np.abs(ours - theirs).max() for ours, theirs in zip(taught, reference)) > 1e-2
+
+
+def test_a_student_given_no_logits_learns_from_a_teacher_trained_for_it(fashion):
+    # The Python API's path (denselab.api.train with a teacher): fit trains the teacher itself, unstored.
+    from denselab.training.teacher import Teacher, train_teacher
+
+    small = fashion.subset(train=640, test=100)
+    spec, config = ModelSpec((16,)), TrainConfig(epochs=1, seed=3, teacher="cnn-small", teacher_epochs=1, teacher_seed=2)
+    logits = train_teacher(Teacher("cnn-small", 1, small.name), small, 2).logits
+    given = final_weights(spec, replace(small, teacher_logits=logits), config)
+    for ours, reference in zip(final_weights(spec, small, config), given, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+    other = final_weights(spec, small, replace(config, teacher_seed=5))  # another teacher, another student
+    assert max(np.abs(ours - theirs).max() for ours, theirs in zip(other, given)) > 1e-4
 
 
 def test_logits_that_do_not_cover_the_training_images_are_refused(fashion):
@@ -160,6 +179,49 @@ def test_bad_teacher_options_are_one_line_and_leave_nothing(options, expected, f
     result = denselab(*search_args(fashion_slice_dir, tmp_path, *options))
     assert_one_line_error(result, expected)
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # no store, journal, model or report
+
+
+# --- the hand-over in the run engine ---------------------------------------------------------------
+
+def a_student(fashion, tmp_path):
+    from denselab.runs.engine import plan_runs
+    from denselab.study.file import Variant
+
+    small = fashion.subset(train=320, test=50)
+    variant = Variant("s", "a student", "fashion-mnist", ModelSpec((16,)), TrainConfig(epochs=1, teacher="cnn"))
+    [request] = plan_runs("study", [(variant, 0)], {"fashion-mnist": small}, tmp_path / "models")
+    return small, request
+
+
+def test_a_teacher_run_whose_logits_are_gone_is_a_one_line_error(fashion, tmp_path):
+    from denselab.errors import BadInput
+    from denselab.runs.engine import execute
+    from denselab.runs.executors import InProcess
+    from denselab.runs.store import RunStore
+
+    small, student = a_student(fashion, tmp_path)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        # The teacher's run is finished in the store, but its logits file was deleted since.
+        run_id = store.start_run(student.teacher.key, student.teacher.config)
+        history = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "seconds": 1.0}]
+        store.finish_run(run_id, {"params": 1, "epochs_run": 1, "seconds_per_epoch": 1.0, "train_seconds": 1.0,
+                                  "train_accuracy": 0.5, "test_accuracy": 0.5, "history": history,
+                                  "model_path": str(student.teacher.model_path), "keras_backend": "jax"})
+        logits = artifact_path(student.teacher.model_path, "logits.npy")
+        with pytest.raises(BadInput) as raised:
+            execute([student], store, {"fashion-mnist": small}, InProcess())
+        assert str(raised.value) == (f"teacher run {run_id}'s logits {logits} cannot be read (FileNotFoundError); "
+                                     "restore the file, or use another --db and --models-dir")
+        assert store.finished(student.key) is None and store.runs(study="study") == []  # no student was started
+
+
+def test_the_engine_task_refuses_a_student_handed_no_teacher_logits(fashion, tmp_path):
+    from denselab.runs.engine import train_runs
+
+    # Else fit would train a teacher of its own, one no store holds: the hand-over broke.
+    small, student = a_student(fashion, tmp_path)
+    with pytest.raises(RuntimeError, match="s: the run engine gave no teacher logits with the data"):
+        train_runs(student.variant, small, [0])
 
 
 STUDY_WITH_TEACHER = """\
@@ -306,6 +368,7 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
             and f"its validation accuracy: {trials['test_accuracy']:.4f} (no validation image reached it)" in report)
     assert (f"The finalists' teacher (run {final['id']}, seed 0, 1 epoch) trained on 6,000 training images" in report
             and f"its test accuracy: {final['test_accuracy']:.4f}" in report)
+    assert "reused" not in report  # the resumed search trained both
     from denselab.study.file import load_study
 
     [variant] = load_study(Path(result["best"]["study_path"])).variants
@@ -328,6 +391,12 @@ def test_a_rerun_of_a_distilled_search_trains_nothing(distilled, fashion_slice_d
     assert stored_runs(root / "runs.sqlite") == before
     result, previous = json.loads(again.stdout), json.loads(first.stdout)
     assert result["teacher"] == previous["teacher"] and result["best"] == previous["best"]
+    # Its report says the teachers' times are not in its own wall time.
+    report = (root / "report" / "report.md").read_text()
+    for role, examples in (("trials", "5,000"), ("finalists", "6,000")):
+        assert re.search(rf"The {role}' teacher \(run \d+, seed 0, 1 epoch\) trained on {examples} training images "
+                         r"in \d+\.\d min before this search began, and was reused \(its time is not in the wall "
+                         r"time\); its", report), report
 
 
 # --- on a Ray cluster ----------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
     """
     check_finalists(max_finalists)
     started = time.monotonic()
+    started_at = time.time()  # what the store's times are in: a teacher finished before it was reused
     name = search_name(target, settings)
     trial_data, split = split_for_search(training, settings.validation)
     footprints = footprints_for(target, calibration_images(trial_data), training.class_names)
@@ -94,7 +95,7 @@ def search(target: Target, settings: SearchSettings, training: Dataset, load_tes
                                       settings.distillation())
         teacher = trial_teacher(settings, trial_data, store, models_dir)
     report = SearchReport(target, settings, split, trials, front, finalists, importances, training.class_names,
-                          time.monotonic() - started, teacher)
+                          time.monotonic() - started, teacher, started_at)
     write_search_report(report, out_dir)
     best = report.winner.as_dict() if report.winner else None
     result = {

@@ -35,6 +35,7 @@ class SearchReport:
     class_names: tuple[str, ...]
     seconds: float
     teacher: dict | None = None  # the trials' teacher (engine.teacher_summary); None without one
+    started_at: float = 0.0  # when this run of the search began (time.time()): a teacher finished before was reused
 
     @property
     def winner(self) -> Finalist | None:
@@ -132,8 +133,10 @@ def teacher_lines(report: SearchReport) -> list[str]:
             lines.append(
                 f"The {role}' teacher (run {teacher['run_id']}, seed {teacher['seed']}, {teacher['epochs']} "
                 f"epoch{'s' if teacher['epochs'] != 1 else ''}) "
-                f"trained on {teacher['train_examples']:,} training images in {teacher['train_seconds'] / 60:.1f} min; "
-                f"its {teacher['scored_on']} accuracy: {teacher['accuracy']:.4f}"
+                f"trained on {teacher['train_examples']:,} training images in {teacher['train_seconds'] / 60:.1f} min"
+                + (" before this search began, and was reused (its time is not in the wall time)"
+                   if teacher["finished_at"] < report.started_at else "")
+                + f"; its {teacher['scored_on']} accuracy: {teacher['accuracy']:.4f}"
                 + (" (no validation image reached it)." if role == "trials" else
                    " (scored after the finalists were chosen)."))
     return lines

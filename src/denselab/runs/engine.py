@@ -21,7 +21,7 @@ import tempfile
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from denselab.model.run_dir import save_model
 from denselab.outputs import prepare_output_dir, write_bytes_atomically
 from denselab.runs.store import RunKey, RunStore
 from denselab.study.file import Variant
-from denselab.training.config import DISTILLATION_FIELDS, TEACHER_BLOCKS
+from denselab.training.config import DISTILLATION_FIELDS, TEACHER_BLOCKS, TrainConfig
 from denselab.training.fit import train_seeds
 from denselab.training.teacher import teacher_of, train_teacher_runs
 
@@ -43,12 +43,29 @@ TEACHERS_GROUP = "teachers"  # the store's study of every teacher run, shared by
 OVERHEAD_MACS = 60_000
 
 
+class Trainable(Protocol):
+    """What a run trains: a study's Variant, or a Teacher (denselab.training.teacher), which has no ModelSpec."""
+
+    name: str
+    reason: str
+    dataset: str  # the key of the dataset it trains on
+    config: TrainConfig  # its epochs weigh its progress; the store records its fields
+    grouping_macs: int | None
+
+    @property
+    def spec(self):  # anything with macs(), the progress's weight per epoch
+        ...
+
+    def config_hash(self) -> str:
+        ...
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """One run to do: a variant trained with a seed, its store key and its model file."""
 
     key: RunKey
-    variant: Variant
+    variant: Trainable
     seed: int
     config: dict  # what the store records as the run's configuration
     model_path: Path
@@ -118,7 +135,8 @@ def plan_runs(group: str, pairs: list[tuple[Variant, int]], datasets: dict[str, 
     return requests
 
 
-def _planned(group: str, variant, seed: int, dataset: Dataset, models_dir: Path, settings: dict) -> RunRequest:
+def _planned(group: str, variant: Trainable, seed: int, dataset: Dataset, models_dir: Path,
+             settings: dict) -> RunRequest:
     combined = hashlib.sha256(f"{variant.config_hash()}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:16]
     config = {
         "variant": variant.name, "reason": variant.reason, "dataset": dataset.name,
@@ -152,7 +170,8 @@ def teacher_summary(store: RunStore, teacher: RunRequest | None) -> dict | None:
     return {"teacher": config["teacher"], "epochs": config["epochs"], "seed": run["seed"], "run_id": run["id"],
             "train_examples": config["train_examples"], "scored_on": config["scored_on"],
             "accuracy": run["test_accuracy"], "train_seconds": run["train_seconds"],
-            "seconds_per_epoch": run["seconds_per_epoch"], "model_path": run["model_path"]}
+            "seconds_per_epoch": run["seconds_per_epoch"], "model_path": run["model_path"],
+            "finished_at": run["finished_at"]}
 
 
 def artifact_path(model_path: Path, name: str) -> Path:
@@ -163,6 +182,10 @@ def artifact_path(model_path: Path, name: str) -> Path:
 
 def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress=None) -> list[dict]:
     """The default task: train a variant's seeds, measure each run's deployment figures, return the models as bytes."""
+    if variant.config.teacher != "none" and dataset.teacher_logits is None:
+        # execute attaches the stored teacher's logits; without them training would quietly
+        # train a teacher of its own that no store holds (denselab.training.fit).
+        raise RuntimeError(f"{variant.name}: the run engine gave no teacher logits with the data")
     runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress,
                        grouping_macs=variant.grouping_macs)
     return [_result(variant, dataset, run) for run in runs]
