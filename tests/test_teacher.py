@@ -16,9 +16,10 @@ What this file proves:
 - instrumented in this process: the trials' teacher is given exactly the trial split (no
   validation image), it trains before every trial, the test set is loaded once, after every
   trial, and only then does the finalists' teacher train; each student is given its teacher's logits;
-- the engine's hand-over: a finished teacher run whose logits file is gone is a one-line
-  error before any student starts, and the engine's task refuses a distilled student
-  given no logits, rather than training a teacher no store holds;
+- the hand-over: a finished teacher run whose logits file is gone is a one-line error before
+  any student starts; denselab.train, given no logits, trains the teacher first (the same
+  weights as a teacher trained by hand), while training itself, and so the engine's task,
+  refuses a distilled student given no logits rather than train a teacher no store holds;
 - bad teacher settings on the command line and in study files are one-line errors that write
   nothing, and a study file with a teacher reads back to the same config;
 - teacher_macs() is the count of the Keras model that teacher_model builds.
@@ -72,18 +73,23 @@ def test_a_teacher_at_weight_0_trains_what_no_teacher_trains(fashion):
     assert max(np.abs(ours - theirs).max() for ours, theirs in zip(taught, reference)) > 1e-2
 
 
-def test_a_student_given_no_logits_learns_from_a_teacher_trained_for_it(fashion):
-    # The Python API's path (denselab.api.train with a teacher): fit trains the teacher itself, unstored.
+def test_the_api_trains_the_teacher_first_and_fit_alone_refuses(fashion):
+    # denselab.api.train with a teacher and no logits trains that teacher itself, unstored;
+    # training alone (the run engine's path) never does, so a broken hand-over cannot hide.
+    import denselab
+    from denselab.training.fit import train
     from denselab.training.teacher import Teacher, train_teacher
 
     small = fashion.subset(train=640, test=100)
     spec, config = ModelSpec((16,)), TrainConfig(epochs=1, seed=3, teacher="cnn-small", teacher_epochs=1, teacher_seed=2)
     logits = train_teacher(Teacher("cnn-small", 1, small.name), small, 2).logits
     given = final_weights(spec, replace(small, teacher_logits=logits), config)
-    for ours, reference in zip(final_weights(spec, small, config), given, strict=True):
+    for ours, reference in zip(denselab.train(spec, small, config).model.get_weights(), given, strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
-    other = final_weights(spec, small, replace(config, teacher_seed=5))  # another teacher, another student
+    other = denselab.train(spec, small, replace(config, teacher_seed=5)).model.get_weights()  # another teacher
     assert max(np.abs(ours - theirs).max() for ours, theirs in zip(other, given)) > 1e-4
+    with pytest.raises(ValueError, match="asks for a cnn-small teacher, but the data carries no teacher logits"):
+        train(spec, small, config)
 
 
 def test_logits_that_do_not_cover_the_training_images_are_refused(fashion):
@@ -218,9 +224,9 @@ def test_a_teacher_run_whose_logits_are_gone_is_a_one_line_error(fashion, tmp_pa
 def test_the_engine_task_refuses_a_student_handed_no_teacher_logits(fashion, tmp_path):
     from denselab.runs.engine import train_runs
 
-    # Else fit would train a teacher of its own, one no store holds: the hand-over broke.
+    # Else the student would learn from a teacher no store holds: the hand-over broke.
     small, student = a_student(fashion, tmp_path)
-    with pytest.raises(RuntimeError, match="s: the run engine gave no teacher logits with the data"):
+    with pytest.raises(ValueError, match="asks for a cnn teacher, but the data carries no teacher logits"):
         train_runs(student.variant, small, [0])
 
 

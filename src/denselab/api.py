@@ -17,7 +17,7 @@ reads too. Every mistake is a BadInput with the CLI's one-line message.
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -62,6 +62,9 @@ def train(model: ModelSpec | tuple[int, ...] = ModelSpec((20,)), data: Dataset |
         model: a ModelSpec, or the hidden layer sizes, e.g. (512, 512).
         data: a loaded Dataset; by default Fashion-MNIST (`load_dataset`, from `data_dir`).
         config: how to train; its defaults are the exercise's (5 epochs, Adam, /255.0).
+            With `config.teacher` set, the teacher trains here first, on the same training
+            images, unless `data.teacher_logits` already holds its logits; it is not stored
+            (`denselab search` and studies keep theirs in the run store).
         on_progress: called as (epoch, batches done, batches per epoch, logs).
 
     Returns:
@@ -69,7 +72,13 @@ def train(model: ModelSpec | tuple[int, ...] = ModelSpec((20,)), data: Dataset |
         `run.save(folder)` writes it as a run folder.
     """
     spec = model if isinstance(model, ModelSpec) else ModelSpec(tuple(model))
-    return train_spec(spec, data if data is not None else load_dataset(data_dir=data_dir), config, on_progress)
+    data = data if data is not None else load_dataset(data_dir=data_dir)
+    if config.teacher != "none" and data.teacher_logits is None:
+        from denselab.training.teacher import teacher_of, train_teacher
+
+        teacher = train_teacher(teacher_of(config, data.name), data, config.teacher_seed)
+        data = replace(data, teacher_logits=teacher.logits)
+    return train_spec(spec, data, config, on_progress)
 
 
 def _model_path(model: Path | str) -> Path:

@@ -182,10 +182,6 @@ def artifact_path(model_path: Path, name: str) -> Path:
 
 def train_runs(variant: Variant, dataset: Dataset, seeds: list[int], on_progress=None) -> list[dict]:
     """The default task: train a variant's seeds, measure each run's deployment figures, return the models as bytes."""
-    if variant.config.teacher != "none" and dataset.teacher_logits is None:
-        # execute attaches the stored teacher's logits; without them training would quietly
-        # train a teacher of its own that no store holds (denselab.training.fit).
-        raise RuntimeError(f"{variant.name}: the run engine gave no teacher logits with the data")
     runs = train_seeds(variant.spec, dataset, [replace(variant.config, seed=seed) for seed in seeds], on_progress,
                        grouping_macs=variant.grouping_macs)
     return [_result(variant, dataset, run) for run in runs]

@@ -152,17 +152,20 @@ def train_seeds(
 
 
 def _teacher_logits(config: TrainConfig, dataset: Dataset):
-    """The teacher's logits on the training images: those the run engine attached, else trained here, unstored."""
+    """The teacher's logits on the training images, which whoever trained the teacher attached to the data.
+
+    Training never trains a teacher itself: the run engine attaches a stored teacher's, and
+    denselab.api.train trains one first. A student without them is refused rather than
+    quietly taught by a teacher that nothing stores or reports.
+    """
     if config.teacher == "none":
         return None
-    if dataset.teacher_logits is not None:
-        if len(dataset.teacher_logits) != len(dataset.train_labels):
-            raise ValueError(f"the teacher's logits cover {len(dataset.teacher_logits)} images, "
-                             f"not the {len(dataset.train_labels)} training images")
-        return dataset.teacher_logits
-    from denselab.training.teacher import teacher_of, train_teacher
-
-    return train_teacher(teacher_of(config, dataset.name), dataset, config.teacher_seed).logits
+    if dataset.teacher_logits is None:
+        raise ValueError(f"the config asks for a {config.teacher} teacher, but the data carries no teacher logits")
+    if len(dataset.teacher_logits) != len(dataset.train_labels):
+        raise ValueError(f"the teacher's logits cover {len(dataset.teacher_logits)} images, "
+                         f"not the {len(dataset.train_labels)} training images")
+    return dataset.teacher_logits
 
 
 def _finished(spec, dataset, config, model, optimizer, history, mean, std, execution) -> TrainingRun:
