@@ -31,17 +31,29 @@ from denselab.training.fit import train
 from denselab.training.teacher import Teacher, train_teacher
 
 
+def fail(message: str) -> None:
+    """Bad input, as denselab's CLI says it: one line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
+    try:
+        given = json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}")
+    except json.JSONDecodeError as error:
+        fail(f"the settings {sys.argv[1]!r} are not JSON ({error})")
     settings = {"logits": None, "teacher": "cnn", "teacher_epochs": 10, "epochs": 20, "seeds": 2,
-                "pairs": [[4.0, 0.0], [4.0, 0.7], [2.0, 0.5], [8.0, 0.9], [4.0, 0.3]],
-                **json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}")}
+                "pairs": [[4.0, 0.0], [4.0, 0.7], [2.0, 0.5], [8.0, 0.9], [4.0, 0.3]], **given}
     training, _ = load_training_only("fashion-mnist", None)  # the test split's loader is never called
     trials, split = split_for_search(training)
     if settings["logits"]:
-        logits, teacher = np.load(settings["logits"]), {"logits": settings["logits"]}
+        try:
+            logits, teacher = np.load(settings["logits"]), {"logits": settings["logits"]}
+        except (OSError, ValueError) as error:
+            fail(f"{settings['logits']} cannot be read as logits ({type(error).__name__})")
         if logits.shape != (len(trials.train_labels), 10):
-            sys.exit(f"error: {settings['logits']} holds logits of shape {logits.shape}, "
-                     f"not ({len(trials.train_labels)}, 10): not this split's teacher")
+            fail(f"{settings['logits']} holds logits of shape {logits.shape}, "
+                 f"not ({len(trials.train_labels)}, 10): not this split's teacher")
     else:
         started = time.perf_counter()
         trained = train_teacher(Teacher(settings["teacher"], settings["teacher_epochs"], trials.name), trials, seed=0)

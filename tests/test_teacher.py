@@ -20,8 +20,8 @@ What this file proves:
   any student starts; denselab.train, given no logits, trains the teacher first (the same
   weights as a teacher trained by hand), while training itself, and so the engine's task,
   refuses a distilled student given no logits rather than train a teacher no store holds;
-- bad teacher settings on the command line and in study files are one-line errors that write
-  nothing, and a study file with a teacher reads back to the same config;
+- bad teacher settings on the command line and in study files, and bad input to
+  bench/distill_settings.py, are one-line errors that write nothing, and a study file with a teacher reads back to the same config;
 - teacher_macs() is the count of the Keras model that teacher_model builds.
 """
 
@@ -228,6 +228,19 @@ def test_the_engine_task_refuses_a_student_handed_no_teacher_logits(fashion, tmp
     small, student = a_student(fashion, tmp_path)
     with pytest.raises(ValueError, match="asks for a cnn teacher, but the data carries no teacher logits"):
         train_runs(student.variant, small, [0])
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ("{bad", "are not JSON"),
+    ('{"logits": "TMP/gone.npy"}', "gone.npy cannot be read as logits (FileNotFoundError)"),
+    ('{"logits": "TMP/short.npy"}', "short.npy holds logits of shape (5, 10), not (50000, 10)"),
+], ids=["json", "missing", "shape"])
+def test_the_settings_benchmark_refuses_bad_input_in_one_line(tmp_path, settings, fragment):
+    np.save(tmp_path / "short.npy", np.zeros((5, NUM_CLASSES), np.float32))
+    script = Path(__file__).parents[1] / "bench" / "distill_settings.py"
+    result = subprocess.run([sys.executable, str(script), settings.replace("TMP", str(tmp_path))],
+                            capture_output=True, text=True, timeout=300)
+    assert_one_line_error(result, fragment)
 
 
 STUDY_WITH_TEACHER = """\
