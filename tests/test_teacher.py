@@ -21,7 +21,8 @@ What this file proves:
   weights as a teacher trained by hand), while training itself, and so the engine's task,
   refuses a distilled student given no logits rather than train a teacher no store holds;
 - bad teacher settings on the command line and in study files, and bad input to
-  bench/distill_settings.py, are one-line errors that write nothing, and a study file with a teacher reads back to the same config;
+  bench/distill_settings.py, are one-line errors that write nothing, and a study file with a
+  teacher reads back to the same config;
 - teacher_macs() is the count of the Keras model that teacher_model builds.
 """
 
