@@ -6,7 +6,7 @@ What this file proves:
 - the loss the loop reports is (1 - a) * CE(labels, smoothed) + a * T^2 * KL(teacher_T || student_T),
   computed again here in NumPy from the model's initial weights (one epoch of one batch: the
   reported loss is that of the weights before the only update);
-- `denselab search --teacher cnn` trains exactly two teachers, once each: the trials' on the
+- `denselab search --teacher cnn-small` trains exactly two teachers, once each: the trials' on the
   trial split (scored on the validation split) and the finalists' on all training images
   (scored on the test set), with their models and logits on disk, and says so in search.json,
   the report and the winner's study file; a rerun trains nothing, and its report says both
@@ -24,6 +24,7 @@ What this file proves:
   bench/distill_settings.py, are one-line errors that write nothing, and a study file with a
   teacher reads back to the same config;
 - teacher_macs() is the count of the Keras model that teacher_model builds.
+- the probe's cnn trains in denselab's loop, and its logits are Keras's own predict of it.
 """
 
 import json
@@ -47,10 +48,9 @@ from denselab.model_search.split import validation_indices
 from denselab.runs.engine import TEACHERS_GROUP, artifact_path
 from denselab.training.config import TrainConfig
 
-TEACHER = ("--teacher", "cnn", "--teacher-epochs", "1")
-# The hand-over does not depend on the teacher's kind: the Ray and instrumented searches use
-# the small CNN, to keep make test short, and the searches above train the probe's cnn.
-SMALL_TEACHER = ("--teacher", "cnn-small", "--teacher-epochs", "1")
+# The hand-over does not depend on the teacher's kind, so the searches here use the small CNN
+# to keep make test short; the probe's cnn trains on its own below.
+TEACHER = ("--teacher", "cnn-small", "--teacher-epochs", "1")
 VALIDATION = 1000  # search_args's --validation
 
 
@@ -181,6 +181,24 @@ def test_teacher_macs_count_the_model_that_teacher_model_builds(kind, convolutio
 
 # --- bad input ------------------------------------------------------------------------------------
 
+
+def test_the_probes_cnn_trains_in_our_loop_and_its_logits_are_kerass_own(fashion):
+    # The searches above use cnn-small; this is the probe's cnn, one epoch on a slice. Keras's
+    # own predict of the trained model is the reference for the compiled logits.
+    from denselab.training.teacher import Teacher, train_teacher
+
+    small = fashion.subset(train=512, test=256)
+    trained = train_teacher(Teacher("cnn", 1, small.name), small, 0)
+    # conv 1 -> 32, 32 -> 64, 64 -> 128 (3x3, with biases), dense 6272 -> 256 -> 10
+    params = (9 * 1 + 1) * 32 + (9 * 32 + 1) * 64 + (9 * 64 + 1) * 128 + (7 * 7 * 128 + 1) * 256 + (256 + 1) * 10
+    assert trained.model.count_params() == params and len(trained.history) == 1
+    np.testing.assert_allclose(trained.logits, trained.model.predict(small.train_images / 255.0, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    scored = trained.model.predict(small.test_images / 255.0, verbose=0).argmax(axis=1)
+    # Within one image of Keras's own: a near-tie may fall either way at float tolerance.
+    assert trained.accuracy == pytest.approx((scored == small.test_labels).mean(), abs=1 / 256)
+    assert trained.accuracy > 0.3  # one epoch of 4 batches already beats chance (0.1)
+
 @pytest.mark.parametrize("options, expected", [
     (("--teacher", "nosuch"), "--teacher 'nosuch' is not a teacher; choose one of none, cnn, cnn-small"),
     (("--teacher", "cnn", "--teacher-epochs", "0"), "--teacher-epochs must be an integer from 1 to 1000, got 0"),
@@ -307,7 +325,7 @@ def teacher_rows(db: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def distilled(fashion_slice_dir, tmp_path_factory):
-    """`denselab search --teacher cnn` killed with SIGKILL while its first teacher trains, then run to the end.
+    """`denselab search --teacher cnn-small` killed with SIGKILL while its first teacher trains, then run to the end.
 
     Returns the folder, the store's rows at the kill and the resumed command's result.
     """
@@ -361,7 +379,7 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
     trials, final = teachers["validation"], teachers["test"]
     for run, examples, scored in ((trials, 5000, VALIDATION), (final, 6000, 1000)):
         config = json.loads(run["config"])
-        assert run["status"] == "finished" and run["variant"] == "cnn-e1" and run["seed"] == 0
+        assert run["status"] == "finished" and run["variant"] == "cnn-small-e1" and run["seed"] == 0
         assert config["train_examples"] == examples and config["test_examples"] == scored and config["epochs"] == 1
         assert Path(run["model_path"]).is_file() and Path(run["model_path"]).suffix == ".keras"
         logits = np.load(artifact_path(Path(run["model_path"]), "logits.npy"))
@@ -384,9 +402,9 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
     assert json.loads((root / "report" / "search.json").read_text()) == result
     # Every student learned from a teacher, the trials on the split and the finalists on all images.
     students = [run for run in stored_runs(root / "runs.sqlite") if run["study"] != TEACHERS_GROUP]
-    assert students and all(json.loads(run["config"])["teacher"] == "cnn" for run in students)
+    assert students and all(json.loads(run["config"])["teacher"] == "cnn-small" for run in students)
     report = (root / "report" / "report.md").read_text()
-    assert "Teacher: a cnn (denselab.training.teacher), used only while training" in report
+    assert "Teacher: a cnn-small (denselab.training.teacher), used only while training" in report
     assert (f"The trials' teacher (run {trials['id']}, seed 0, 1 epoch) trained on 5,000 training images" in report
             and f"its validation accuracy: {trials['test_accuracy']:.4f} (no validation image reached it)" in report)
     assert (f"The finalists' teacher (run {final['id']}, seed 0, 1 epoch) trained on 6,000 training images" in report
@@ -395,15 +413,15 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
     from denselab.study.file import load_study
 
     [variant] = load_study(Path(result["best"]["study_path"])).variants
-    assert (variant.config.teacher, variant.config.teacher_epochs, variant.config.teacher_seed) == ("cnn", 1, 0)
+    assert (variant.config.teacher, variant.config.teacher_epochs, variant.config.teacher_seed) == ("cnn-small", 1, 0)
 
 
 def test_the_teacher_runs_record_their_kind(distilled):
     root, _, resumed = distilled
     result = json.loads(resumed.stdout)
-    assert [json.loads(run["config"])["teacher"] for run in teacher_rows(root / "runs.sqlite")] == ["cnn", "cnn"]
-    assert result["teacher"]["teacher"] == "cnn"
-    assert all(finalist["teacher"]["teacher"] == "cnn" for finalist in result["pareto"])
+    assert [json.loads(run["config"])["teacher"] for run in teacher_rows(root / "runs.sqlite")] == ["cnn-small", "cnn-small"]
+    assert result["teacher"]["teacher"] == "cnn-small"
+    assert all(finalist["teacher"]["teacher"] == "cnn-small" for finalist in result["pareto"])
 
 
 def test_a_rerun_of_a_distilled_search_trains_nothing(distilled, fashion_slice_dir):
@@ -425,7 +443,7 @@ def test_a_rerun_of_a_distilled_search_trains_nothing(distilled, fashion_slice_d
 # --- on a Ray cluster ----------------------------------------------------------------------------------
 
 def test_a_distilled_search_on_a_ray_cluster_trains_each_teacher_once(ray_cluster, fashion_slice_dir, tmp_path):
-    extra = (*SMALL_TEACHER, "--finalists", "1", "--executor", "ray", "--ray-address", ray_cluster.address)
+    extra = (*TEACHER, "--finalists", "1", "--executor", "ray", "--ray-address", ray_cluster.address)
     command = [*inside(ray_cluster.namespace), sys.executable, "-m", "denselab",
                *map(str, search_args(fashion_slice_dir, tmp_path, *extra))]
     result = subprocess.run(command, capture_output=True, text=True, env=ray_cluster.driver_env, timeout=900)
