@@ -49,7 +49,7 @@ from denselab.runs.engine import TEACHERS_GROUP, artifact_path
 from denselab.training.config import TrainConfig
 
 # The hand-over does not depend on the teacher's kind, so the searches here use the small CNN
-# to keep make test short; the probe's cnn trains on its own below.
+# to keep make test short; the probe's cnn trains on its own, on a slice.
 TEACHER = ("--teacher", "cnn-small", "--teacher-epochs", "1")
 VALIDATION = 1000  # search_args's --validation
 
@@ -179,11 +179,8 @@ def test_teacher_macs_count_the_model_that_teacher_model_builds(kind, convolutio
     assert Teacher(kind, 1, "fashion-mnist").spec.macs() == macs
 
 
-# --- bad input ------------------------------------------------------------------------------------
-
-
 def test_the_probes_cnn_trains_in_our_loop_and_its_logits_are_kerass_own(fashion):
-    # The searches above use cnn-small; this is the probe's cnn, one epoch on a slice. Keras's
+    # This file's searches use cnn-small; this is the probe's cnn, one epoch on a slice. Keras's
     # own predict of the trained model is the reference for the compiled logits.
     from denselab.training.teacher import Teacher, train_teacher
 
@@ -198,6 +195,9 @@ def test_the_probes_cnn_trains_in_our_loop_and_its_logits_are_kerass_own(fashion
     # Within one image of Keras's own: a near-tie may fall either way at float tolerance.
     assert trained.accuracy == pytest.approx((scored == small.test_labels).mean(), abs=1 / 256)
     assert trained.accuracy > 0.3  # one epoch of 4 batches already beats chance (0.1)
+
+
+# --- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, expected", [
     (("--teacher", "nosuch"), "--teacher 'nosuch' is not a teacher; choose one of none, cnn, cnn-small"),
@@ -419,7 +419,8 @@ def test_a_distilled_search_trains_each_teacher_once_and_reports_both(distilled,
 def test_the_teacher_runs_record_their_kind(distilled):
     root, _, resumed = distilled
     result = json.loads(resumed.stdout)
-    assert [json.loads(run["config"])["teacher"] for run in teacher_rows(root / "runs.sqlite")] == ["cnn-small", "cnn-small"]
+    kinds = [json.loads(run["config"])["teacher"] for run in teacher_rows(root / "runs.sqlite")]
+    assert kinds == ["cnn-small", "cnn-small"]
     assert result["teacher"]["teacher"] == "cnn-small"
     assert all(finalist["teacher"]["teacher"] == "cnn-small" for finalist in result["pareto"])
 
